@@ -1,0 +1,138 @@
+"""Hyperparameters: the single source of truth (DESIGN.md sections 1, 2, 4 and 5).
+
+Every component reads its settings from one of these dataclasses. Where training and
+inference differ, the dataclass has a `train()` and an `eval()` preset instead of two
+copied dicts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+BACKBONES = ("resnet18", "resnet101")
+
+# FRTM feature names -> channels (DESIGN 1). layer1..layer3 are the shallow half,
+# layer4 and layer5 the deep half.
+FEATURE_CHANNELS: dict[str, dict[str, int]] = {
+    "resnet18": {"layer1": 64, "layer2": 64, "layer3": 128, "layer4": 256, "layer5": 512},
+    "resnet101": {"layer1": 64, "layer2": 256, "layer3": 512, "layer4": 1024, "layer5": 2048},
+}
+FEATURE_STRIDES = {"layer1": 4, "layer2": 4, "layer3": 8, "layer4": 16, "layer5": 32}
+SHALLOW_LAYERS = ("layer1", "layer2", "layer3")
+DEEP_LAYERS = ("layer4", "layer5")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TargetModelConfig:
+    """FRTM's discriminative target model and its GN-CG optimiser (DESIGN 2, 4, 5)."""
+
+    c_channels: int = 96
+    memory_size: int = 80
+    num_aug: int = 5  # K: the original first frame plus K-1 augmentations
+    filter_reg: tuple[float, float] = (1e-4, 1e-2)  # (project, filter)
+    precond: tuple[float, float] = (1e-4, 1e-2)  # (project, filter)
+    precond_lr: float = 0.1
+    cg_forgetting_rate: float = 750
+    train_skipping: int = 8
+    learning_rate: float = 0.1
+    pixel_weighting: str | None = "hinge"  # "hinge" or None
+    target_influence: float = 0.1  # tf of the hinge weighting
+    update_iters: tuple[int, ...] = (10,)
+    init_iters: tuple[int, ...] = (5, 10, 10, 10, 10)
+    min_px_count: int = 1  # an augmentation must keep at least this many object pixels
+    min_update_px: int = 10  # a predicted mask needs this many pixels to enter memory
+    feature_layer: str = "layer4"
+
+    @property
+    def direction_forget_factor(self) -> float:
+        """Divides the stored CG rho between optimiser runs."""
+        return (1.0 - self.precond_lr) ** self.cg_forgetting_rate
+
+    @classmethod
+    def eval(cls, fast: bool = False) -> "TargetModelConfig":
+        cfg = cls()
+        if fast:
+            cfg = replace(cfg, init_iters=(5, 10, 10, 10), update_iters=(5,))
+        return cfg
+
+    @classmethod
+    def train(cls) -> "TargetModelConfig":
+        # DESIGN 5 lists what differs in training; everything else keeps the eval value.
+        return cls(
+            c_channels=32,
+            memory_size=20,
+            num_aug=15,
+            filter_reg=(1e-5, 1e-4),
+            precond=(1e-5, 1e-4),
+            cg_forgetting_rate=75,
+            pixel_weighting=None,
+        )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Widths of template matching, gate and refinement network (DESIGN 3)."""
+
+    backbone: str = "resnet18"
+    template_width: int = 64  # key, value and output widths of template matching
+    refine_channels: int = 64  # oc
+    score_channels: int = 1  # ic
+    refine_layers: tuple[str, ...] = ("layer5", "layer4", "layer3", "layer2")
+    deep_refine_layers: tuple[str, ...] = ("layer5", "layer4")
+    gate_init_bias: tuple[float, float] = (0.1, 2.0)  # (reuse, compute) at training start
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return FEATURE_CHANNELS[self.backbone]
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Inference settings (DESIGN 4)."""
+
+    tau: float = 0.7  # an object reuses iff p[reuse] > tau
+    fast: bool = False
+    amp: bool = False
+    aug_seed: int = 0  # seeds the first-frame augmentation of every object
+    feature_chunk: int = 4  # augmented images per backbone call when fitting a target model
+
+    @property
+    def target_model(self) -> TargetModelConfig:
+        return TargetModelConfig.eval(fast=self.fast)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (DESIGN 5)."""
+
+    backbone: str = "resnet18"
+    dset: str = "all"
+    max_epochs: int = 260
+    batch_size: int = 8
+    seq_len: int = 6  # N frames per sample
+    image_size: tuple[int, int] = (480, 854)  # (H, W)
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-5
+    amsgrad: bool = True
+    lr_step: int = 127
+    lr_gamma: float = 0.1
+    m1: float = 1.0
+    m2: float = 0.0
+    margin_epochs: int = 120
+    davis_repeats: int = 8  # every DAVIS (sequence, object) this many times per epoch
+    ytvos_samples: int = 4000  # random YouTube-VOS (sequence, object) pairs per epoch
+    min_visible_px: int = 100
+    min_visible_fraction: float = 0.25
+    workers: int = 4
+    seed: int = 0
+
+    @property
+    def target_model(self) -> TargetModelConfig:
+        return TargetModelConfig.train()
