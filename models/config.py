@@ -43,6 +43,8 @@ class TargetModelConfig:
     init_iters: tuple[int, ...] = (5, 10, 10, 10, 10)
     min_px_count: int = 1  # an augmentation must keep at least this many object pixels
     min_update_px: int = 10  # a predicted mask needs this many pixels to enter memory
+    hinge_min_px: int = 10  # hinge weighting: an object with fewer pixels counts as af = target_influence
+    init_seed: int = 0  # seeds the uniform start weights of project/filter before fitting
     feature_layer: str = "layer4"
 
     @property
@@ -132,7 +134,27 @@ class TrainConfig:
     min_visible_fraction: float = 0.25
     workers: int = 4
     seed: int = 0
+    epoch_samples: int | None = None  # cap on samples per epoch for quick runs; None = the full epoch
+    feature_chunk: int = 4  # augmented images per backbone call when fitting a target model
+    # --dset synthetic: the generated training videos (seeds below the demo's held-out 1000+)
+    synthetic_videos: int = 24
+    synthetic_frames: int = 30
+    synthetic_max_objects: int = 3
+    synthetic_seed: int = 1
+    # replaces the DESIGN 5 target-model preset (tests and quick runs only: fewer augmentations/iterations)
+    target_model_override: TargetModelConfig | None = None
 
     @property
     def target_model(self) -> TargetModelConfig:
-        return TargetModelConfig.train()
+        return self.target_model_override or TargetModelConfig.train()
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """Look of the overlay videos (evaluate.py --save-overlays, demo.py)."""
+
+    alpha: float = 0.5  # weight of the object's palette colour where it is blended over the frame
+    fps: float = 12.0  # frame rate of dataset overlays (datasets carry none; demo.py uses the input's)
+    gif_stride: int = 1  # the GIF keeps every n-th frame (the MP4 keeps all)
+    gif_max_side: int = 360  # the GIF is downscaled so that its longer side is at most this many pixels
+    gif_colors: int = 64  # colours of each GIF frame's adaptive palette (fewer: smaller file)

@@ -1,0 +1,77 @@
+"""Segment an evaluation set with G-FRTM and score it as the DAVIS toolkit does.
+
+    python evaluate.py --dset demo                      # built-in synthetic videos, CPU, minutes
+    python evaluate.py --ftext resnet18 --dset dv2017val --dev cuda:0 --TH 0.7
+    python evaluate.py --dset dv2017val --eval-only path/to/results   # score another method's masks
+
+Edit `paths` below for your machine; the command-line flags override it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+paths = {
+    "models": "weights",  # published G-FRTM checkpoints (rn18_all.pth, rn101_all.pth, rn18_ytvos.pth)
+    "davis": "/data/DAVIS",  # DAVIS 2017 trainval (or the DAVIS 2016 release for dv2016val)
+    "yt2018": "/data/YouTubeVOS2018",  # holds train/, train_all_frames/, valid/, valid_all_frames/
+    "output": "results",
+}
+
+EVAL_SETS = ("dv2016val", "dv2017val", "yt2018jjval", "yt2018val", "yt2018valAll", "demo")
+DEMO_MODEL = Path(__file__).resolve().parent / "weights" / "demo_synthetic_rn18.pth"
+# The model used when --model is not given, per backbone and dataset family.
+DEFAULT_MODELS = {
+    ("resnet18", "davis"): "rn18_all.pth",
+    ("resnet101", "davis"): "rn101_all.pth",
+    ("resnet18", "ytvos"): "rn18_ytvos.pth",
+    ("resnet101", "ytvos"): "rn101_ytvos.pth",
+}
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dset", choices=EVAL_SETS, default="dv2017val", help="evaluation set")
+    p.add_argument("--model", help="checkpoint file, or a file name inside paths['models'] (default: by --ftext and --dset)")
+    p.add_argument("--ftext", choices=("resnet18", "resnet101"), help="backbone; must agree with the checkpoint")
+    p.add_argument("--dev", default=None, help="device, e.g. cuda:0 or cpu (default: cuda:0 when CUDA exists)")
+    p.add_argument("--TH", "--tau", dest="tau", type=float, nargs="+", default=[0.7],
+                   help="reuse threshold(s): an object reuses iff p_reuse > TH; several values run a sweep")
+    p.add_argument("--fast", action="store_true", help="fewer target-model optimiser iterations (DESIGN 4)")
+    p.add_argument("--amp", action="store_true", help="CUDA only: float16 autocast")
+    p.add_argument("--backbone-weights", default=None,
+                   help="'imagenet', 'none' or a ResNet state-dict path (default: what the checkpoint was trained "
+                        "with, else imagenet)")
+    p.add_argument("--sequences", nargs="+", help="run only these sequences")
+    p.add_argument("--restart", metavar="SEQ", help="resume an interrupted run from sequence SEQ")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
+    p.add_argument("--split-file", help="sequence list for yt2018jjval (e.g. ../shared/spec/ytvos_jjvalid.txt)")
+    p.add_argument("--eval-only", metavar="RESULTS_DIR", help="only score an existing results folder")
+    p.add_argument("--davis-root", help=f"overrides paths['davis'] ({paths['davis']})")
+    p.add_argument("--ytvos-root", help=f"overrides paths['yt2018'] ({paths['yt2018']})")
+    p.add_argument("--output", help=f"overrides paths['output'] ({paths['output']})")
+    p.add_argument("--save-overlays", action="store_true", help="also write an overlay GIF and MP4 per sequence")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lib.evaluate_cli import EvaluationError, run
+
+    args = parse_args(argv)
+    try:
+        run(args, paths, DEFAULT_MODELS, DEMO_MODEL, default_device())
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Running G-FRTM over an evaluation set and scoring it (the logic behind evaluate.py)."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dataset.registry import load_eval_sequences
+from dataset.sequence import VideoSequence
+from lib.davis_scoring import format_table, score_results_folder, summarize, write_csvs
+from lib.image_io import write_label_png
+from lib.run_records import (
+    PROGRESS_DIR,
+    SequenceRecord,
+    load_sequence_record,
+    save_sequence_record,
+    write_gate_log,
+    write_submission_zip,
+    write_summary,
+)
+from models.backbone import build_backbone
+from models.config import NetworkConfig, TrackerConfig
+from models.gfrtm import GFRTM
+from models.tracker import Tracker
+
+SUBMISSION_SETS = ("yt2018val", "yt2018valAll")
+RESULT_FILES = ("summary.json", "gate_log.csv")
+
+
+class EvaluationError(RuntimeError):
+    """A problem with the user's request that stops the run before any work is done."""
+
+
+@dataclass
+class RunOptions:
+    dset: str
+    set_name: str  # name used in CSV file names
+    output_dir: Path  # <output>/<dset>-<model>-TH<tau>
+    tau: float
+    fast: bool = False
+    amp: bool = False
+    overwrite: bool = False
+    restart: str | None = None
+
+
+def results_dir_name(dset: str, model_name: str, tau: float) -> str:
+    return f"{dset}-{model_name}-TH{tau:g}"
+
+
+def prepare_output(opts: RunOptions, sequences: list[VideoSequence]) -> list[VideoSequence]:
+    """Check the output folder and return the sequences still to run.
+
+    A folder that already holds results is refused unless --overwrite (wipe it) or
+    --restart SEQ (keep the finished sequences before SEQ, rerun SEQ and later ones).
+    """
+    out = opts.output_dir
+    names = [s.name for s in sequences]
+    if opts.restart is not None:
+        if opts.restart not in names:
+            raise EvaluationError(f"--restart {opts.restart}: no such sequence in {opts.dset} (first few: {names[:5]})")
+        first = names.index(opts.restart)
+        missing = [n for n in names[:first] if load_sequence_record(out, n) is None]
+        if missing:
+            raise EvaluationError(
+                f"--restart {opts.restart}: {out} has no finished results for {missing[:5]} (which come before it); "
+                f"restart from {missing[0]} instead"
+            )
+        return sequences[first:]
+    if out.exists() and any(out.iterdir()):
+        if not opts.overwrite:
+            raise EvaluationError(
+                f"{out} already holds results. Use --overwrite to replace them, or --restart SEQ to resume from a sequence."
+            )
+        shutil.rmtree(out)
+    return sequences
+
+
+def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, preload: bool = True) -> None:
+    """Track each sequence, write its palette PNGs and its progress record."""
+    for seq in sequences:
+        if preload:
+            seq.preload()  # fps counts frames already in memory, as DESIGN 4 asks
+        wanted = set(seq.output_frames)
+        bar = tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True)
+        for result in tracker.track(seq.frames(), seq.start_masks):
+            if result.index in wanted:
+                write_label_png(out / seq.name / f"{seq.frame_names[result.index]}.png", result.labels)
+            bar.update(1)
+        bar.close()
+        st = tracker.stats
+        gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in tracker.gate_log]
+        save_sequence_record(
+            out, SequenceRecord(seq.name, st.frames, st.seconds, st.object_frames, st.reused, st.deep_calls, gate)
+        )
+        tqdm.write(f"{seq.name}: {st.frames} frames, {st.fps:.2f} fps, reuse rate {st.reuse_rate:.3f}")
+        seq.release()
+
+
+def score_run(dset: str, set_name: str, sequences: list[VideoSequence], results_dir: Path) -> dict:
+    """Score a results folder against the ground truth; write the two CSVs. Returns the global scores."""
+    items = [(s.name, [s.frame_names[i] for i in s.annotated_frames], [s.annotation_paths[i] for i in s.annotated_frames])
+             for s in sequences]
+    object_ids = {s.name: s.object_ids for s in sequences} if dset.startswith("yt") else None
+    merge = any(s.merge_objects for s in sequences)
+    scores = score_results_folder(results_dir, items, object_ids=object_ids, merge_objects=merge)
+    global_scores, rows = summarize(scores)
+    write_csvs(results_dir, set_name, global_scores, rows)
+    return global_scores
+
+
+def load_network(model_path: Path | None, backbone_name: str | None, device: torch.device):
+    """Load a G-FRTM checkpoint (or build an untrained network when model_path is None)."""
+    from models.checkpoint import load_gfrtm
+
+    if model_path is None:
+        net = GFRTM(NetworkConfig(backbone=backbone_name or "resnet18"))
+        return net.to(device).eval()
+    net, _ = load_gfrtm(model_path, device=device, backbone=backbone_name)
+    return net.eval()
+
+
+def build_tracker(net: GFRTM, backbone_weights: str, tau: float, fast: bool, amp: bool, device) -> Tracker:
+    backbone = build_backbone(net.cfg.backbone, backbone_weights, device=device)
+    return Tracker(backbone, net, TrackerConfig(tau=tau, fast=fast, amp=amp))
+
+
+def print_final_table(dset: str, summary: dict) -> None:
+    scores = summary.get("scores")
+    lines = [f"\n{dset}: {summary['frames']} frames, {summary['fps']:.2f} fps, reuse rate {summary['reuse_rate']:.3f}"]
+    if scores:
+        lines.append(format_table(scores))
+    else:
+        lines.append("(no public ground truth: not scored)")
+    print("\n".join(lines))
+

@@ -1,0 +1,97 @@
+"""What an evaluation run records besides the masks: per-sequence progress, the gate log,
+the summary and the YouTube-VOS submission zip. Every file is written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lib.atomic import atomic_path, atomic_write_text
+
+PROGRESS_DIR = ".progress"  # one JSON per finished sequence; lets --restart resume
+
+
+@dataclass
+class SequenceRecord:
+    """Everything a finished sequence contributes to the run's summary."""
+
+    name: str
+    frames: int
+    seconds: float
+    object_frames: int
+    reused: int
+    deep_calls: int
+    gate: list[tuple[int, int, float, int]] = field(default_factory=list)  # (frame, object, p_reuse, reused)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def reuse_rate(self) -> float:
+        return self.reused / self.object_frames if self.object_frames else 0.0
+
+
+def save_sequence_record(out_dir: Path, record: SequenceRecord) -> None:
+    atomic_write_text(out_dir / PROGRESS_DIR / f"{record.name}.json", json.dumps(asdict(record)))
+
+
+def load_sequence_record(out_dir: Path, name: str) -> SequenceRecord | None:
+    path = out_dir / PROGRESS_DIR / f"{name}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    data["gate"] = [tuple(row) for row in data["gate"]]
+    return SequenceRecord(**data)
+
+
+def totals(records: list[SequenceRecord]) -> dict[str, float]:
+    """Overall fps (all frames / all tracking time) and reuse rate (over all object-frames)."""
+    frames = sum(r.frames for r in records)
+    seconds = sum(r.seconds for r in records)
+    object_frames = sum(r.object_frames for r in records)
+    reused = sum(r.reused for r in records)
+    return {
+        "frames": frames,
+        "seconds": seconds,
+        "fps": frames / seconds if seconds > 0 else float("nan"),
+        "object_frames": object_frames,
+        "reuse_rate": reused / object_frames if object_frames else 0.0,
+    }
+
+
+def write_gate_log(path: Path, records: list[SequenceRecord]) -> None:
+    """CSV with one row per object and frame after the object's first: sequence, frame, object, p_reuse, decision."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["sequence", "frame", "object", "p_reuse", "decision"])
+    for r in records:
+        for frame, obj, p, reused in r.gate:
+            writer.writerow([r.name, frame, obj, f"{p:.6f}", "reuse" if reused else "compute"])
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_summary(path: Path, records: list[SequenceRecord], scores: dict | None, settings: dict) -> dict:
+    summary = {
+        **totals(records),
+        "scores": scores,
+        "per_sequence": {
+            r.name: {"frames": r.frames, "fps": r.fps, "reuse_rate": r.reuse_rate, "deep_calls": r.deep_calls}
+            for r in records
+        },
+        "settings": settings,
+    }
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    return summary
+
+
+def write_submission_zip(zip_path: Path, results_dir: Path, sequences: list[str]) -> None:
+    """Zip `Annotations/<video>/<frame>.png` as the YouTube-VOS server expects."""
+    with atomic_path(zip_path) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in sequences:
+                for png in sorted((results_dir / name).glob("*.png")):
+                    zf.write(png, f"Annotations/{name}/{png.name}")

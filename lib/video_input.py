@@ -1,0 +1,205 @@
+"""The user's own video for demo.py: a video file (anything OpenCV decodes: mp4, avi, mov, ...)
+or a folder of frames, and the mask of the objects in one of its frames.
+
+What can be checked before tracking is checked when opening (a video file is decoded once to
+count its frames; the frames of a folder are checked for size as they are read), with an error
+that names the file, says what is wrong and what to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dataset.sequence import list_frame_files
+from lib.image_io import DAVIS_PALETTE, read_image
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+VOID_LABEL = 255  # DAVIS marks uncertain pixels 255 in palette masks; they are not an object
+
+
+class VideoInputError(ValueError):
+    """The user's video or mask cannot be used as given."""
+
+
+@dataclass
+class VideoInput:
+    """A video file or a folder of frames, opened and checked.
+
+    Attributes:
+        path: the file or folder.
+        frame_names: one name per frame (file stems of a folder, 00000... for a video file).
+        size: (H, W) of the frames.
+        fps: the file's frame rate, None for a folder.
+        frame_paths: the frame images of a folder, None for a video file.
+    """
+
+    path: Path
+    frame_names: list[str]
+    size: tuple[int, int]
+    fps: float | None
+    frame_paths: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame_names)
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, (H,W,3) uint8 RGB image) for frames start..stop-1, reading lazily."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        source = self._folder_frames(start, stop) if self.frame_paths is not None else self._file_frames(start, stop)
+        for index, image in source:
+            if image.shape[:2] != self.size:
+                raise VideoInputError(f"{self._frame_label(index)} is {image.shape[1]}x{image.shape[0]} but the "
+                                      f"first frame is {self.size[1]}x{self.size[0]}: all frames must have one size")
+            yield index, image
+
+    def _folder_frames(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        for index in range(start, stop):
+            yield index, read_image(self.frame_paths[index])
+
+    def _file_frames(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            for index in range(stop):
+                if index < start:  # grab() skips a frame without converting it; seeking is unreliable
+                    ok = capture.grab()
+                    image = None
+                else:
+                    ok, image = capture.read()
+                if not ok:
+                    raise VideoInputError(f"{self.path}: frame {index} cannot be decoded although the video has "
+                                          f"{len(self)} frames; re-encode it (e.g. with ffmpeg) or pass a folder of frames")
+                if image is not None:
+                    yield index, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        finally:
+            capture.release()
+
+    def _frame_label(self, index: int) -> str:
+        return str(self.frame_paths[index]) if self.frame_paths is not None else f"{self.path}: frame {index}"
+
+
+def open_video(path: str | Path) -> VideoInput:
+    """Open a video file or a folder of frames (sorted by name, numbers in names compared as numbers)."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoInputError(f"{path}: no such video file or frame folder")
+    if path.is_dir():
+        return _open_folder(path)
+    return _open_file(path)
+
+
+def read_start_mask(path: str | Path, frame_size: tuple[int, int], resize: bool = False) -> np.ndarray:
+    """Read the mask of the objects to track: a palette PNG (value = object id) or a 0/255 greyscale PNG (one object).
+
+    Greyscale masks with other values are read as object ids; RGB masks must use DAVIS palette colours.
+    DAVIS's void label 255 in a multi-object mask is background.
+
+    Args:
+        frame_size: (H, W) of the video's frames.
+        resize: resize a mask of another size to frame_size (nearest neighbour) instead of refusing it.
+    Returns:
+        (H,W) uint8 object ids, 0 = background, with at least one object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoInputError(f"{path}: no such mask file")
+    try:
+        with Image.open(path) as img:
+            labels = _labels_of(img, path)
+    except (UnidentifiedImageError, OSError) as err:
+        raise VideoInputError(f"{path}: cannot read the mask image ({err}); save it as a PNG") from err
+    if labels.shape != tuple(frame_size):
+        if not resize:
+            raise VideoInputError(
+                f"{path}: the mask is {labels.shape[1]}x{labels.shape[0]} but the video frames are "
+                f"{frame_size[1]}x{frame_size[0]}; pass --resize-mask to resize it to the frames (nearest neighbour)"
+            )
+        labels = cv2.resize(labels, (frame_size[1], frame_size[0]), interpolation=cv2.INTER_NEAREST)
+    if not labels.any():
+        raise VideoInputError(f"{path}: the mask is empty (every pixel is background); mark the objects to track "
+                              "with non-zero values (255 for one object, or palette indices 1, 2, ...)")
+    return labels
+
+
+def _labels_of(img: Image.Image, path: Path) -> np.ndarray:
+    """Object ids of a mask image in any of the accepted modes."""
+    if img.mode == "P":
+        labels = np.array(img)
+        labels[labels == VOID_LABEL] = 0
+        return labels
+    if img.mode in ("RGB", "RGBA"):
+        rgb = np.array(img.convert("RGB"))
+        if (rgb == rgb[..., :1]).all():  # grey stored as RGB
+            return _grey_labels(rgb[..., 0], path)
+        return _palette_labels(rgb, path)
+    grey = np.array(img.convert("L") if img.mode in ("1", "LA") else img)
+    if grey.dtype != np.uint8:
+        if grey.max() > 255:
+            raise VideoInputError(f"{path}: mask values go up to {grey.max()}; object ids must be 0..254")
+        grey = grey.astype(np.uint8)
+    return _grey_labels(grey, path)
+
+
+def _grey_labels(grey: np.ndarray, path: Path) -> np.ndarray:
+    values = set(np.unique(grey).tolist()) - {0}
+    if values == {255}:  # a binary 0/255 mask: one object
+        return (grey == 255).astype(np.uint8)
+    if 255 in values:
+        raise VideoInputError(
+            f"{path}: the greyscale mask mixes 255 with other values {sorted(values - {255})[:5]} (an anti-aliased or "
+            "JPEG-compressed mask?); save it as 0/255 for one object, or as object ids 1, 2, ... (palette PNG)"
+        )
+    return grey
+
+
+def _palette_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
+    """Map colours of the DAVIS palette back to their indices."""
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    palette_codes = (DAVIS_PALETTE[:, 0].astype(np.int32) << 16) | (DAVIS_PALETTE[:, 1].astype(np.int32) << 8) \
+        | DAVIS_PALETTE[:, 2]
+    index_of = {int(c): i for i, c in reversed(list(enumerate(palette_codes)))}  # first index wins
+    unique, inverse = np.unique(codes, return_inverse=True)
+    unknown = [tuple(int(v) for v in ((c >> 16) & 255, (c >> 8) & 255, c & 255)) for c in unique if int(c) not in index_of]
+    if unknown:
+        raise VideoInputError(
+            f"{path}: colours {unknown[:3]} are not DAVIS palette colours; save the mask as a palette PNG "
+            "(object id = palette index) or a 0/255 greyscale PNG"
+        )
+    labels = np.array([index_of[int(c)] for c in unique], dtype=np.uint8)[inverse].reshape(codes.shape)
+    labels[labels == VOID_LABEL] = 0
+    return labels
+
+
+def _open_folder(folder: Path) -> VideoInput:
+    paths = list_frame_files(folder, FRAME_SUFFIXES)  # numbers in names compare as numbers
+    if not paths:
+        raise VideoInputError(f"{folder}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)} files)")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})[:3]
+        raise VideoInputError(f"{folder}: several frames share the names {dup} (e.g. .jpg and .png); keep one of each")
+    height, width = read_image(paths[0]).shape[:2]
+    return VideoInput(folder, stems, (height, width), None, paths)
+
+
+def _open_file(path: Path) -> VideoInput:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        ok, first = capture.read() if capture.isOpened() else (False, None)
+        if not ok:
+            raise VideoInputError(
+                f"{path}: OpenCV cannot read this video (unsupported or damaged file). Convert it to mp4 "
+                "(e.g. `ffmpeg -i INPUT out.mp4`) or extract its frames into a folder and pass the folder"
+            )
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        count = 1
+        while capture.grab():  # count by decoding: the container's frame count is not always right
+            count += 1
+    finally:
+        capture.release()
+    return VideoInput(path, [f"{i:05d}" for i in range(count)], first.shape[:2], fps if fps > 0 else None)
+

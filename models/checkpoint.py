@@ -1,0 +1,141 @@
+"""Published G-FRTM checkpoints (DESIGN 8): read, check, load and save.
+
+A checkpoint is a dict whose 'model' entry is GFRTM's state dict. GFRTM's module names are the
+published ones (convGS, Tmatching, Convert_Diff, refiner and everything below them), so published
+files load unchanged and the project's files load in the published code: no key mapping is needed.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lib.atomic import atomic_write
+from models.config import BACKBONES, FEATURE_CHANNELS, NetworkConfig
+from models.gfrtm import GFRTM
+
+BACKBONE_KEY = "refiner.TSE.layer4.reduce.0.weight"  # its input channels = layer4 channels of the backbone
+SHOWN_KEYS = 3  # how many offending keys an error message lists per kind
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not fit the network asked for."""
+
+
+def detect_backbone(state_dict: dict, source: str) -> str:
+    """The backbone a G-FRTM state dict was trained with, from the layer4 TSE input channels."""
+    weight = state_dict.get(BACKBONE_KEY)
+    if not isinstance(weight, Tensor) or weight.dim() != 4:
+        raise CheckpointError(
+            f"{source}: no tensor {BACKBONE_KEY!r} in the 'model' state dict, so the backbone cannot be "
+            f"told; is this a G-FRTM checkpoint?"
+        )
+    by_channels = {FEATURE_CHANNELS[name]["layer4"]: name for name in BACKBONES}
+    channels = weight.shape[1]
+    if channels not in by_channels:
+        known = ", ".join(f"{c} = {name}" for c, name in by_channels.items())
+        raise CheckpointError(f"{source}: {BACKBONE_KEY} has {channels} input channels; expected {known}")
+    return by_channels[channels]
+
+
+@lru_cache(maxsize=None)
+def _expected(backbone: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    model = GFRTM(NetworkConfig(backbone=backbone))
+    return tuple((key, tuple(value.shape)) for key, value in model.state_dict().items())
+
+
+def expected_shapes(backbone: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a GFRTM state dict for `backbone` (from a freshly built network)."""
+    return dict(_expected(backbone))
+
+
+def check_state_dict(state_dict: dict, backbone: str, source: str) -> None:
+    """Raise CheckpointError naming `source` and the first offending keys unless the keys and shapes fit."""
+    expected = expected_shapes(backbone)
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    wrong = []
+    for key, shape in expected.items():
+        value = state_dict.get(key)
+        if value is None:
+            continue
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        if got != shape:
+            wrong.append(f"{key} {got} instead of {shape}")
+    if not (missing or unexpected or wrong):
+        return
+    problems = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if keys:
+            more = f", ... ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:SHOWN_KEYS])}{more}")
+    raise CheckpointError(
+        f"{source} does not fit the G-FRTM {backbone} network: {'; '.join(problems)}. "
+        f"Use a checkpoint saved by this project or a published G-FRTM file"
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint dict with a 'model' entry; tensors only (weights_only) unless the file needs more."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (or --model)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:
+        data = _load_trusted(path, map_location)
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(data).__name__}, not a dict; expected {{'model': state_dict, ...}} "
+            f"as saved by this project or the published G-FRTM code"
+        )
+    if "model" not in data:
+        hint = (" It looks like a bare state dict: save it as {'model': state_dict}."
+                if BACKBONE_KEY in data else "")
+        shown = ", ".join(map(str, list(data)[:5]))
+        raise CheckpointError(f"checkpoint {path} has no 'model' entry (its keys: {shown}).{hint}")
+    if not isinstance(data["model"], dict):
+        raise CheckpointError(f"checkpoint {path}: 'model' is a {type(data['model']).__name__}, not a state dict")
+    return data
+
+
+def _load_trusted(path: Path, map_location) -> object:
+    """Full unpickling, for checkpoints that store Python objects besides tensors (e.g. training stats)."""
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(err).__name__}: {err}); the file is damaged or not a "
+            f"PyTorch checkpoint: download or copy it again"
+        ) from None
+    warnings.warn(f"{path} holds Python objects besides tensors; it was loaded with full unpickling "
+                  f"(only load checkpoints you trust)", stacklevel=3)
+    return data
+
+
+def load_gfrtm(path: str | os.PathLike, device="cpu", backbone: str | None = None) -> tuple[GFRTM, dict]:
+    """Build a GFRTM for the checkpoint's backbone and load it strictly. Returns (model, checkpoint dict)."""
+    checkpoint = load_checkpoint(path)
+    state_dict = checkpoint["model"]
+    detected = detect_backbone(state_dict, str(path))
+    if backbone is not None and backbone != detected:
+        raise CheckpointError(
+            f"checkpoint {path} is for {detected} but {backbone} was asked for (--ftext {backbone}); "
+            f"pass --ftext {detected} or a {backbone} checkpoint"
+        )
+    check_state_dict(state_dict, detected, str(path))
+    model = GFRTM(NetworkConfig(backbone=detected))
+    model.load_state_dict(state_dict, strict=True)
+    return model.to(device), checkpoint
+
+
+def save_gfrtm(path: str | os.PathLike, model: GFRTM, **extra) -> None:
+    """Write {'model': state_dict (on CPU), **extra} atomically."""
+    if "model" in extra:
+        raise ValueError("save_gfrtm: 'model' is reserved for the network's state dict")
+    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    atomic_write(path, lambda tmp: torch.save({"model": state_dict, **extra}, tmp))

@@ -1,0 +1,33 @@
+"""Merging per-object probabilities into one label map (DESIGN 4, step 3)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_EPS = 1e-7
+
+
+def merge_objects(probs: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge the soft masks of several objects of one frame.
+
+    Args:
+        probs: (N,H,W) foreground probability of each of N >= 1 objects.
+    Returns:
+        labels: (H,W) long, 0 = background, k = the k-th object (1-based position in `probs`).
+        soft: (N,H,W) each object's soft mask, kept only where that object wins.
+
+    With one object the label is simply p > 0.5. With several, the background
+    probability is min over objects of (1 - p) and the label is the argmax of a softmax
+    over the log-odds log(p / (1 - p)) of background and objects (FRTM's merge; the
+    argmax is the same as that of p / (1 - p)).
+    """
+    if probs.shape[0] == 1:
+        labels = (probs[0] > 0.5).long()
+        return labels, probs * labels.unsqueeze(0)
+    p = probs.clamp(_EPS, 1 - _EPS)
+    background = (1 - p).min(dim=0, keepdim=True).values
+    all_p = torch.cat([background, p], dim=0)
+    merged = torch.softmax(torch.log(all_p / (1 - all_p)), dim=0)
+    labels = merged.argmax(dim=0)
+    wins = labels.unsqueeze(0) == torch.arange(1, probs.shape[0] + 1, device=probs.device).view(-1, 1, 1)
+    return labels, merged[1:] * wins

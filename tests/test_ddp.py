@@ -1,0 +1,56 @@
+"""Multi-process training: two gloo processes on the CPU end their steps with identical parameters."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from tests.test_train_step import _batch, _options
+from trainer import distributed
+from trainer.distributed import DistInfo
+from trainer.loop import EpochSampler, Trainer
+
+WORLD = 2
+STEPS = 2  # a second step also proves that no parameter was left out of the first reduction
+
+
+def _worker(rank: int, init_file: str, tmp: str) -> None:
+    torch.set_num_threads(1)
+    info = distributed.setup_explicit(rank, WORLD, f"file://{init_file}", torch.device("cpu"))
+    try:
+        torch.manual_seed(100 + rank)  # different initial weights: DDP must start every rank from rank 0's
+        trainer = Trainer(_options(Path(tmp) / f"rank{rank}"), info)  # own cache: the ranks share names
+        if rank == 0:
+            torch.save({k: v.clone() for k, v in trainer.net.named_parameters()}, Path(tmp) / "initial.pt")
+        for step in range(STEPS):
+            trainer.train_batch(_batch(seed=10 * rank + step), epoch=1)  # each rank sees its own data
+        torch.save({k: v.detach().clone() for k, v in trainer.net.named_parameters()}, Path(tmp) / f"rank{rank}.pt")
+    finally:
+        distributed.teardown(info)
+
+
+def test_two_gloo_processes_end_a_step_with_identical_parameters(tmp_path):
+    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD, join=True)
+    initial = torch.load(tmp_path / "initial.pt")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    assert set(ranks[0]) == set(ranks[1]) == set(initial)
+    for key in initial:
+        torch.testing.assert_close(ranks[1][key], ranks[0][key], rtol=0, atol=0, msg=key)
+    changed = [k for k in initial if not torch.equal(initial[k], ranks[0][k])]
+    assert len(changed) > len(initial) // 2  # the steps did train
+
+
+def test_epoch_sampler_shards_a_capped_epoch_without_overlap():
+    data = list(range(20))
+    shards = []
+    for rank in range(WORLD):
+        sampler = EpochSampler(data, DistInfo(rank, WORLD, torch.device("cpu")), seed=3, limit=7)
+        sampler.set_epoch(5)
+        shards.append(list(sampler))
+        assert len(sampler) == 4 == len(shards[-1])
+    assert not set(shards[0]) & set(shards[1])  # 8 of a 20-long permutation: no repeats
+    sampler.set_epoch(6)
+    assert list(sampler) != shards[1]  # a fresh shuffle each epoch
+    full = EpochSampler(data, DistInfo(0, 1, torch.device("cpu")), seed=3, limit=None)
+    assert sorted(full) == data

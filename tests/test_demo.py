@@ -1,0 +1,182 @@
+"""demo.py on the user's own video: a video file or a folder of frames, the start mask, the outputs and the errors."""
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import demo
+from lib.image_io import DAVIS_PALETTE, read_label_png
+from lib.video_input import VideoInputError, open_video, read_start_mask
+
+H, W, T = 64, 112, 6
+
+
+def _frame(t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, 0/1 mask) of frame t: a bright square moving right over a smooth gradient."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    image = np.stack([xx * 2, yy * 3, 255 - xx * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((H, W), np.uint8)
+    mask[16:44, 20 + 3 * t:48 + 3 * t] = 1
+    image[mask == 1] = (250, 240, 30)
+    return image, mask
+
+
+def _save_mask(path, mask: np.ndarray) -> None:
+    Image.fromarray(mask * 255).save(path)  # a 0/255 greyscale PNG, as a user would draw it
+
+
+@pytest.fixture
+def video_file(tmp_path):
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (W, H))
+    for t in range(T):
+        writer.write(cv2.cvtColor(_frame(t)[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def frame_folder(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(T):
+        Image.fromarray(_frame(t)[0]).save(folder / f"img{t + 8}.png")  # img8 .. img13: numbers sort as numbers
+    return folder
+
+
+@pytest.fixture
+def untrained(tmp_path, monkeypatch):
+    """No demo model: the demo announces and runs an untrained network with backbone weights 'none'."""
+    monkeypatch.setattr(demo, "DEMO_MODEL", tmp_path / "absent.pth")
+
+
+def _mp4_frames(path) -> tuple[int, tuple[int, int]]:
+    cap = cv2.VideoCapture(str(path))
+    count, size = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        count, size = count + 1, frame.shape[:2]
+    cap.release()
+    return count, size
+
+
+def test_demo_on_a_video_file(video_file, tmp_path, untrained, capsys):
+    _save_mask(tmp_path / "first.png", _frame(0)[1])
+    out = tmp_path / "out"
+    rc = demo.main(["--video", str(video_file), "--mask", str(tmp_path / "first.png"), "--output", str(out),
+                    "--dev", "cpu", "--fast"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "UNTRAINED" in printed and "fps" in printed and "reuse rate" in printed
+    masks = sorted((out / "masks").glob("*.png"))
+    assert [p.stem for p in masks] == [f"{t:05d}" for t in range(T)]
+    with Image.open(masks[0]) as first:
+        assert first.mode == "P" and np.array_equal(np.array(first.getpalette()[:12]), DAVIS_PALETTE[:4].ravel())
+    np.testing.assert_array_equal(read_label_png(masks[0]), _frame(0)[1])  # the given mask on its own frame
+    assert _mp4_frames(out / "overlay.mp4") == (T, (H, W))
+    # a second run into the same folder is refused rather than mixed with the first
+    rc = demo.main(["--video", str(video_file), "--mask", str(tmp_path / "first.png"), "--output", str(out)])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_on_a_folder_of_frames_from_a_later_mask_frame(frame_folder, tmp_path, untrained):
+    _save_mask(tmp_path / "m.png", _frame(2)[1])
+    out = tmp_path / "out"
+    rc = demo.main(["--video", str(frame_folder), "--mask", str(tmp_path / "m.png"), "--mask-frame", "2",
+                    "--max-frames", "3", "--output", str(out), "--dev", "cpu", "--fast"])
+    assert rc == 0
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == ["img10", "img11", "img12"]
+    np.testing.assert_array_equal(read_label_png(out / "masks" / "img10.png"), _frame(2)[1])
+    assert _mp4_frames(out / "overlay.mp4") == (3, (H, W))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unreadable video", "OpenCV cannot read this video"),
+        ("mask size differs", "pass --resize-mask"),
+        ("empty mask", "the mask is empty"),
+        ("mask frame beyond the end", f"--mask-frame {T}: .* has {T} frames"),
+    ],
+)
+def test_demo_errors_say_what_is_wrong(case, message, video_file, tmp_path, capsys):
+    video, mask, mask_frame = video_file, tmp_path / "mask.png", 0
+    _save_mask(mask, _frame(0)[1])
+    if case == "unreadable video":
+        video = tmp_path / "broken.mp4"
+        video.write_bytes(b"this is not a video")
+    elif case == "mask size differs":
+        _save_mask(mask, np.ones((H // 2, W // 2), np.uint8))
+    elif case == "empty mask":
+        _save_mask(mask, np.zeros((H, W), np.uint8))
+    else:
+        mask_frame = T
+    rc = demo.main(["--video", str(video), "--mask", str(mask), "--mask-frame", str(mask_frame),
+                    "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()  # nothing written before the inputs are checked
+
+
+def test_open_video_reads_files_and_folders_in_order(video_file, frame_folder):
+    from_file = open_video(video_file)
+    assert len(from_file) == T and from_file.size == (H, W) and from_file.fps == pytest.approx(15)
+    frames = list(from_file.frames(start=4))
+    assert [i for i, _ in frames] == [4, 5] and frames[0][1].shape == (H, W, 3)
+    from_folder = open_video(frame_folder)
+    assert from_folder.frame_names == [f"img{t + 8}" for t in range(T)] and from_folder.fps is None
+    index, image = next(from_folder.frames(start=1))
+    assert index == 1 and np.array_equal(image, _frame(1)[0])
+
+
+def test_open_video_refuses_missing_and_empty_inputs(tmp_path):
+    with pytest.raises(VideoInputError, match="no such video file or frame folder"):
+        open_video(tmp_path / "nothing.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoInputError, match="holds no frames"):
+        open_video(tmp_path / "empty")
+
+
+def test_frames_of_another_size_in_a_folder_are_named(frame_folder):
+    Image.fromarray(np.zeros((H, W + 4, 3), np.uint8)).save(frame_folder / "img11.png")
+    with pytest.raises(VideoInputError, match=r"img11\.png is 116x64 but the first frame is 112x64"):
+        list(open_video(frame_folder).frames())
+
+
+def test_start_masks_in_every_accepted_format(tmp_path):
+    ids = np.zeros((H, W), np.uint8)
+    ids[5:20, 5:30], ids[30:50, 60:90] = 1, 2
+    palette = Image.fromarray(ids, mode="P")
+    palette.putpalette(DAVIS_PALETTE.ravel().tolist())
+    palette.save(tmp_path / "palette.png")
+    Image.fromarray(DAVIS_PALETTE[ids]).save(tmp_path / "rgb.png")  # palette colours saved as RGB
+    Image.fromarray(ids).save(tmp_path / "ids.png")  # greyscale object ids
+    for name in ("palette.png", "rgb.png", "ids.png"):
+        np.testing.assert_array_equal(read_start_mask(tmp_path / name, (H, W)), ids)
+    _save_mask(tmp_path / "binary.png", (ids > 0).astype(np.uint8))
+    np.testing.assert_array_equal(read_start_mask(tmp_path / "binary.png", (H, W)), (ids > 0).astype(np.uint8))
+
+
+def test_start_mask_resize_and_refusals(tmp_path):
+    small = np.zeros((H // 2, W // 2), np.uint8)
+    small[4:12, 4:20] = 1
+    _save_mask(tmp_path / "small.png", small)
+    resized = read_start_mask(tmp_path / "small.png", (H, W), resize=True)
+    assert resized.shape == (H, W) and resized[8:24, 8:40].all() and resized.sum() == 4 * small.sum()
+    Image.fromarray(np.array([[0, 255, 128, 3]] * 4, np.uint8)).save(tmp_path / "soft.png")
+    with pytest.raises(VideoInputError, match="mixes 255 with other values"):
+        read_start_mask(tmp_path / "soft.png", (4, 4))
+    Image.fromarray(np.full((4, 4, 3), (10, 200, 30), np.uint8)).save(tmp_path / "green.png")
+    with pytest.raises(VideoInputError, match="not DAVIS palette colours"):
+        read_start_mask(tmp_path / "green.png", (4, 4))
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(VideoInputError, match="cannot read the mask image"):
+        read_start_mask(tmp_path / "text.png", (4, 4))

@@ -1,0 +1,262 @@
+"""The G-FRTM training step, its losses, the target-model cache and checkpoints (DESIGN 5), on tiny frames."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.backbone import build_backbone
+from models.checkpoint import CheckpointError, save_gfrtm
+from models.config import NetworkConfig, TargetModelConfig, TrainConfig
+from models.gfrtm import GFRTM
+from trainer.checkpoints import load_refiner_init
+from trainer.distributed import DistInfo
+from trainer.logging import GRID_WIDTH, sample_grid
+from trainer.loop import Trainer
+from trainer.losses import gate_loss, gate_target, mask_iou, reuse_margin
+from trainer.options import RunPaths, TrainingError, TrainOptions
+from trainer.step import forward_sequence, frozen_features
+from trainer.tm_cache import TargetModelCache
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+B, N, H, W = 2, 3, 64, 112
+TINY_TM = dataclasses.replace(TargetModelConfig.train(), num_aug=3, init_iters=(3, 3), update_iters=(2,))
+CPU = DistInfo(0, 1, torch.device("cpu"))
+
+
+def _batch(seed: int = 0) -> dict:
+    """B samples of N frames: a coloured box moving right over dark noise; its mask is the label."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 60, (B, N, 3, H, W), generator=g).to(torch.uint8)
+    labels = torch.zeros(B, N, 1, H, W)
+    for b in range(B):
+        for t in range(N):
+            y, x = 16 + 2 * t, 10 + 8 * t + 40 * b
+            images[b, t, :, y:y + 24, x:x + 28] = torch.tensor([200, 60 + 100 * b, 40], dtype=torch.uint8).view(3, 1, 1)
+            labels[b, t, 0, y:y + 24, x:x + 28] = 1
+    return {"images": images, "labels": labels, "sequence": [f"box{b}" for b in range(B)],
+            "object_id": torch.ones(B, dtype=torch.long), "frames": torch.arange(N).repeat(B, 1)}
+
+
+def _options(tmp_path: Path, **cfg) -> TrainOptions:
+    config = dataclasses.replace(TrainConfig(), batch_size=B, seq_len=N, image_size=(H, W), workers=0,
+                                 target_model_override=TINY_TM, **cfg)
+    paths = RunPaths(tmp_path / "data", tmp_path / "data", tmp_path / "ckpt", tmp_path / "tb", tmp_path / "tmcache")
+    return TrainOptions(name="tiny", cfg=config, paths=paths, device="cpu", init_pth=None, backbone_weights="none")
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone("resnet18", "none")
+
+
+# --------------------------------------------------------------------------------------- losses
+def test_margin_ramps_linearly_to_m1_and_marginEp_zero_means_m1_at_once():
+    assert reuse_margin(0, 1.0, 120) == 0.0
+    assert reuse_margin(30, 1.0, 120) == pytest.approx(0.25)
+    assert reuse_margin(60, 0.5, 120) == pytest.approx(0.25)
+    assert reuse_margin(120, 0.5, 120) == pytest.approx(0.5)
+    assert reuse_margin(250, 0.5, 120) == pytest.approx(0.5)
+    assert reuse_margin(1, 0.7, 0) == pytest.approx(0.7)
+
+
+def test_gate_target_is_the_capped_iou_and_zero_for_an_empty_union():
+    a = torch.zeros(3, 1, 4, 4)
+    b = torch.zeros(3, 1, 4, 4)
+    a[0, 0, :2] = 1  # 8 px
+    b[0, 0, 1:3] = 1  # 8 px, 4 shared -> IoU 4/12
+    a[1, 0, :2] = 1
+    b[1, 0, :2] = 1  # identical -> 1
+    # sample 2: both empty
+    torch.testing.assert_close(mask_iou(a, b, empty=0.0), torch.tensor([1 / 3, 1.0, 0.0]))
+    torch.testing.assert_close(gate_target(a, b, margin=1.0), torch.tensor([1 / 3, 1.0, 0.0]))
+    torch.testing.assert_close(gate_target(a, b, margin=0.5), torch.tensor([1 / 3, 0.5, 0.0]))
+    assert mask_iou(a, b, empty=1.0)[2] == 1.0
+
+
+def test_gate_loss_has_a_dead_zone_of_m2():
+    p = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
+    s = torch.tensor([0.6, 0.6])
+    # |p - [s, 1-s]| = [0.1, 0.1] and [0.4, 0.4]
+    assert gate_loss(p, s, m2=0.0).item() == pytest.approx((2 * 0.01 + 2 * 0.16) / 4)
+    assert gate_loss(p, s, m2=0.2).item() == pytest.approx((2 * 0.04) / 4)
+    assert gate_loss(p, s, m2=0.5).item() == 0.0
+
+
+# ----------------------------------------------------------------------------- gated forward
+def _forced_forward(backbone, plan: list[bool], margin: float = 1.0, spy: dict | None = None):
+    """forward_sequence with the gate forced per frame (plan[t-1] True = reuse on frame t)."""
+    torch.manual_seed(0)
+    net = GFRTM(NetworkConfig()).train()
+    batch = _batch()
+    feats = frozen_features(backbone, batch["images"])
+    size16 = feats[0]["layer4"].shape[-2:]
+    scores = torch.randn(B, N - 1, 1, *size16)
+    calls = iter(plan)
+
+    def forced_logits(tpl):
+        reuse = next(calls)
+        return torch.tensor([10.0, -10.0] if reuse else [-10.0, 10.0]).expand(tpl.shape[0], 2)
+
+    net.gate_logits = forced_logits
+    if spy is not None:
+        for name in ("deep", "translate"):
+            original = getattr(net.refiner, name)
+
+            def record(*args, _original=original, _name=name):
+                result = _original(*args)
+                spy.setdefault(_name, []).append((args, result))
+                return result
+
+            setattr(net.refiner, name, record)
+        original_match = net.match
+        net.match = lambda tpl, layer3, score: spy.setdefault("match", []).append(score) or original_match(
+            tpl, layer3, score)
+    out = forward_sequence(net, feats, scores, batch["labels"], margin=margin, m2=0.0)
+    return out, batch["labels"], scores
+
+
+def test_gate_target_uses_the_label_of_the_last_full_path_frame(backbone):
+    labels = _batch()["labels"]
+    iou = lambda t, u: mask_iou(labels[:, t], labels[:, u], empty=0.0)  # noqa: E731
+
+    full, _, _ = _forced_forward(backbone, [False, False])
+    assert full["reuse_rate"].item() == 0.0
+    torch.testing.assert_close(full["gate_targets"], torch.stack([iou(1, 0), iou(2, 1)], dim=1))
+
+    reuse, _, _ = _forced_forward(backbone, [True, True])
+    assert reuse["reuse_rate"].item() == 1.0
+    torch.testing.assert_close(reuse["gate_targets"], torch.stack([iou(1, 0), iou(2, 0)], dim=1))
+    assert not torch.allclose(iou(2, 0), iou(2, 1))  # the two rules are told apart by this batch
+
+    capped, _, _ = _forced_forward(backbone, [False, False], margin=0.3)
+    torch.testing.assert_close(capped["gate_targets"], full["gate_targets"].clamp(max=0.3))
+
+
+def test_previous_x_and_stored_score_follow_the_inference_rule(backbone):
+    spy: dict = {}
+    out, labels, scores = _forced_forward(backbone, [False, True], spy=spy)  # frame 1 full, frame 2 reuse
+    torch.testing.assert_close(out["decisions"], torch.tensor([[0.0, 1.0]] * B))
+    x_frame1 = spy["deep"][1][1]  # deep-part calls: frame 0, frame 1, frame 2
+    prev_x_frame2 = spy["translate"][1][0][0]  # translate calls: frame 1, frame 2
+    # Deviation (previous x): the full-path frame 1 replaced the previous x (published code kept frame 0's)
+    torch.testing.assert_close(prev_x_frame2, x_frame1)
+    assert not torch.allclose(prev_x_frame2, spy["deep"][0][1])
+    # the stored score became frame 1's target-model score; matching on frame 2 uses it
+    torch.testing.assert_close(spy["match"][1], scores[:, 0])
+
+
+def test_every_trainable_parameter_gets_a_gradient(backbone):
+    # both gated paths are blended, so DDP can run without find_unused_parameters
+    torch.manual_seed(0)
+    net = GFRTM(NetworkConfig()).train()
+    batch = _batch()
+    feats = frozen_features(backbone, batch["images"])
+    scores = torch.randn(B, N - 1, 1, *feats[0]["layer4"].shape[-2:])
+    forward_sequence(net, feats, scores, batch["labels"], margin=1.0, m2=0.0)["loss"].backward()
+    assert [name for name, p in net.named_parameters() if p.grad is None] == []
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# --------------------------------------------------------------------------------- trainer
+def test_total_loss_falls_on_a_fixed_batch(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(_options(tmp_path, lr=1e-3), CPU)
+    batch = _batch()
+    losses = [trainer.train_batch(batch, epoch=1)["loss"].item() for _ in range(8)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+
+
+def test_second_epoch_hits_the_target_model_cache_and_bad_files_are_refitted(tmp_path):
+    trainer = Trainer(_options(tmp_path), CPU)
+    batch = _batch()
+    trainer.train_batch(batch, epoch=1)
+    assert (trainer.cache.hits, trainer.cache.misses) == (0, B)
+    cached = trainer.cache.path("box0", 0, 1)
+    assert cached == tmp_path / "tmcache" / "resnet18-c32_gTrue" / "box0" / "00000.1.layer4.pth"
+    assert set(torch.load(cached, weights_only=True)) == {"project.weight", "filter.weight"}
+    trainer.train_batch(batch, epoch=2)
+    assert (trainer.cache.hits, trainer.cache.misses) == (B, B)
+
+    cached.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        trainer.train_batch(batch, epoch=3)
+    assert trainer.cache.refits == 1 and trainer.cache.hits == 2 * B - 1
+    assert set(torch.load(cached, weights_only=True)) == {"project.weight", "filter.weight"}  # rewritten
+
+
+def test_read_only_cache_writes_nothing(tmp_path, backbone):
+    cache = TargetModelCache(tmp_path, "resnet18", TINY_TM, read_only=True)
+    cache.store("seq", 3, 2, {"project.weight": torch.zeros(1), "filter.weight": torch.zeros(1)})
+    assert not any(tmp_path.rglob("*.pth"))
+    assert cache.load("seq", 3, 2) is None and cache.misses == 1
+
+
+def test_resume_restores_the_next_epoch_and_the_optimizer_state(tmp_path):
+    torch.manual_seed(0)
+    first = Trainer(_options(tmp_path), CPU)
+    first.train_batch(_batch(), epoch=1)
+    first.scheduler.step()
+    path = first.save(1, {"loss": 1.0})
+    assert path == tmp_path / "ckpt" / "tiny" / "tiny_ep0001.pth"
+    saved = torch.load(path, weights_only=True)  # loadable without unpickling Python objects
+    assert {"name", "epoch", "stats", "model", "optimizer", "scheduler", "rng"} <= set(saved)
+    if (SHARED / "spec").is_dir():
+        spec = [line.split("\t")[0] for line in (SHARED / "spec" / "checkpoint_keys_resnet18.tsv").read_text()
+                .splitlines() if line and not line.startswith("#")]
+        assert list(saved["model"]) == spec
+
+    torch.manual_seed(123)  # a different initialisation that the resume must overwrite
+    second = Trainer(_options(tmp_path), CPU)
+    assert second.start_epoch == 2
+    for key, value in first.net.state_dict().items():
+        torch.testing.assert_close(second.net.state_dict()[key], value)
+    a, b = first.optimizer.state_dict(), second.optimizer.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    assert a["param_groups"][1]["weight_decay"] == 0.0  # the gate group
+    for k in a["state"]:
+        for name, value in a["state"][k].items():
+            torch.testing.assert_close(b["state"][k][name], value)
+    assert second.scheduler.state_dict() == first.scheduler.state_dict()
+
+
+def test_init_pth_loads_refiner_weights_and_refuses_the_other_backbone(tmp_path):
+    torch.manual_seed(1)
+    source = GFRTM(NetworkConfig())
+    save_gfrtm(tmp_path / "frtm18.pth", source)
+    torch.manual_seed(2)
+    target = GFRTM(NetworkConfig())
+    report = load_refiner_init(tmp_path / "frtm18.pth", target, "resnet18")
+    assert report.loaded and all(k.startswith("refiner.") for k in report.loaded)
+    for key in report.loaded:
+        torch.testing.assert_close(target.state_dict()[key], source.state_dict()[key])
+    assert not torch.equal(target.state_dict()["convGS.1.weight"], source.state_dict()["convGS.1.weight"])
+
+    save_gfrtm(tmp_path / "frtm101.pth", GFRTM(NetworkConfig(backbone="resnet101")))
+    with pytest.raises(CheckpointError, match="resnet101"):
+        load_refiner_init(tmp_path / "frtm101.pth", target, "resnet18")
+
+
+def test_non_finite_loss_stops_and_names_the_samples(tmp_path):
+    trainer = Trainer(_options(tmp_path), CPU)
+    with torch.no_grad():
+        trainer.net.refiner.project.conv2.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"non-finite loss .*box0 object 1 frames \[0, 1, 2\].*box1"):
+        trainer.train_batch(_batch(), epoch=1)
+
+
+def test_image_grid_has_a_column_per_frame_and_a_row_per_kind():
+    batch = _batch()
+    masks = batch["labels"][0, 1:]
+    diffs = torch.linspace(-1, 1, (N - 1) * 4 * 7).view(N - 1, 1, 4, 7)
+    grid = sample_grid(batch["images"][0], batch["labels"][0], masks, diffs, torch.tensor([1.0, 0.0]))
+    tile_h = round(H * GRID_WIDTH / W)
+    assert grid.shape == (3, 5 * tile_h + 6 * 2, N * GRID_WIDTH + (N + 1) * 2)
+    assert 0.0 <= grid.min() and grid.max() <= 1.0
+    gate_row = grid[:, -2 - tile_h:-2]
+    reuse_tile = gate_row[:, :, 2 + (GRID_WIDTH + 2) * 1:(GRID_WIDTH + 2) * 2]
+    full_tile = gate_row[:, :, 2 + (GRID_WIDTH + 2) * 2:(GRID_WIDTH + 2) * 3]
+    assert reuse_tile[1].mean() > reuse_tile[0].mean() and full_tile[0].mean() > full_tile[1].mean()

@@ -1,0 +1,234 @@
+"""The training run: data, model, optimiser, epochs with a progress bar, checkpoints and logs (DESIGN 5)."""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.optim.lr_scheduler import StepLR
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from dataset.synthetic import generate_dataset
+from dataset.training import build_training_set
+from models.backbone import build_backbone
+from models.config import NetworkConfig, TrainConfig
+from models.gfrtm import GFRTM
+from trainer import distributed
+from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, resume,
+                                 save_training_checkpoint)
+from trainer.distributed import DistInfo
+from trainer.logging import TrainLogger, sample_grid
+from trainer.losses import reuse_margin
+from trainer.options import TrainingError, TrainOptions, check_dataset_roots, check_writable
+from trainer.step import SequenceForward, frozen_features, target_scores
+from trainer.tm_cache import TargetModelCache, TargetModelProvider, cache_info
+
+GATE_PREFIX = "convGS."  # the gate's parameters get no weight decay
+LOSS_KEYS = ("loss", "seg", "delta", "gate", "iou", "reuse_rate")
+
+
+def make_optimizer(net: GFRTM, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam (amsgrad) with weight decay, except for the gate's parameter group (weight decay 0)."""
+    gate = [p for n, p in net.named_parameters() if n.startswith(GATE_PREFIX)]
+    rest = [p for n, p in net.named_parameters() if not n.startswith(GATE_PREFIX)]
+    groups = [{"params": rest}, {"params": gate, "weight_decay": 0.0}]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler (a fresh shuffle per epoch, one shard per process) that can cap an epoch's samples."""
+
+    def __init__(self, dataset: Dataset, info: DistInfo, seed: int, limit: int | None) -> None:
+        super().__init__(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
+        if limit is not None and limit < len(dataset):
+            self.num_samples = math.ceil(limit / self.num_replicas)
+            self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        order = (order * math.ceil(self.total_size / len(order)))[:self.total_size]  # pad so every shard is full
+        return iter(order[self.rank:self.total_size:self.num_replicas])
+
+
+class Trainer:
+    """Model, optimiser and target-model provider of one process; `train_batch` is one optimisation step.
+
+    On construction it resumes from the latest checkpoint of `opts.name` (or applies --initPth),
+    then wraps the network for DistributedDataParallel when `info` is distributed.
+    """
+
+    def __init__(self, opts: TrainOptions, info: DistInfo) -> None:
+        cfg = opts.cfg
+        self.opts, self.cfg, self.info = opts, cfg, info
+        self.backbone = build_backbone(cfg.backbone, opts.backbone_weights, info.device)
+        self.net = GFRTM(NetworkConfig(backbone=cfg.backbone)).to(info.device).train()
+        self.optimizer = make_optimizer(self.net, cfg)
+        self.scheduler = StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        self.cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
+        self.provider = TargetModelProvider(self.backbone, cfg.target_model, self.cache, cfg.feature_chunk, cfg.seed)
+        self.last_checkpoint: Path | None = latest_checkpoint(opts.paths.checkpoints, opts.name)
+        self.start_epoch = self._restore()
+        self.forward = distributed.wrap(SequenceForward(self.net), info)
+        self.last_sample: tuple[Tensor, ...] | None = None  # sample 0 of the last batch, for the image grid
+
+    def _restore(self) -> int:
+        if self.last_checkpoint is not None:
+            resumed = resume(self.last_checkpoint, self.net, self.optimizer, self.scheduler, self.cfg.backbone)
+            self.say(f"resuming from {self.last_checkpoint} (epoch {resumed.epoch} done)")
+            if self.opts.init_pth:
+                self.say(f"--initPth {self.opts.init_pth} ignored: the run resumes from a checkpoint")
+            return resumed.epoch + 1
+        if self.opts.init_pth:
+            report = load_refiner_init(self.opts.init_pth, self.net, self.cfg.backbone)
+            self.say(report.summary(self.opts.init_pth))
+        return 1
+
+    def train_batch(self, batch: dict, epoch: int) -> dict[str, Tensor]:
+        """One optimisation step on a collated batch; returns the detached outputs of `forward_sequence`."""
+        device = self.info.device
+        images = batch["images"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True).float()
+        feats = frozen_features(self.backbone, images)
+        models = self.provider(images[:, 0], labels[:, 0], batch["sequence"], batch["frames"][:, 0].tolist(),
+                               batch["object_id"].tolist())
+        scores = target_scores(models, feats)
+        out = self.forward(feats, scores, labels, reuse_margin(epoch, self.cfg.m1, self.cfg.margin_epochs),
+                           self.cfg.m2)
+        finite = bool(torch.isfinite(out["loss"]).item())
+        if not distributed.all_true(finite, self.info):
+            raise TrainingError(self._non_finite_message(batch, epoch, out["loss"], finite))
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.optimizer.step()
+        self.last_sample = (batch["images"][0], batch["labels"][0], out["masks"][0], out["diffs"][0],
+                            out["decisions"][0])
+        return {k: v.detach() for k, v in out.items()}
+
+    def train_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
+        """All batches of one epoch; returns the epoch's stats averaged over samples of all processes."""
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        count = 0
+        hits, misses = self.cache.hits, self.cache.misses
+        bar = tqdm(loader, desc=f"epoch {epoch}/{self.cfg.max_epochs}", disable=not self.info.is_main,
+                   dynamic_ncols=True, leave=False)
+        for batch in bar:
+            out = self.train_batch(batch, epoch)
+            n = batch["images"].shape[0]
+            for key, value in zip(LOSS_KEYS, torch.stack([out[k] for k in LOSS_KEYS]).tolist()):  # one sync
+                sums[key] += value * n
+            count += n
+            bar.set_postfix({k: f"{sums[k] / count:.3f}" for k in ("loss", "seg", "delta", "gate", "iou")}
+                            | {"reuse": f"{sums['reuse_rate'] / count:.2f}"})
+        bar.close()
+        totals = distributed.all_sum({**sums, "count": count, "tm_cache_hits": self.cache.hits - hits,
+                                      "tm_cache_misses": self.cache.misses - misses}, self.info)
+        total = max(totals["count"], 1.0)
+        stats = {key: totals[key] / total for key in LOSS_KEYS}
+        stats |= {"lr": self.optimizer.param_groups[0]["lr"], "samples": totals["count"],
+                  "tm_cache_hits": totals["tm_cache_hits"], "tm_cache_misses": totals["tm_cache_misses"]}
+        self.scheduler.step()
+        return stats
+
+    def save(self, epoch: int, stats: dict[str, float]) -> Path:
+        path = checkpoint_path(self.opts.paths.checkpoints, self.opts.name, epoch)
+        save_training_checkpoint(path, self.net, self.optimizer, self.scheduler, self.opts.name, epoch, stats,
+                                 self.opts.backbone_weights)
+        self.last_checkpoint = path
+        return path
+
+    def _non_finite_message(self, batch: dict, epoch: int, loss: Tensor, finite: bool) -> str:
+        if finite:
+            where = "in another process's batch"
+        else:
+            samples = [f"{seq} object {int(oid)} frames {frames.tolist()}" for seq, oid, frames in
+                       zip(batch["sequence"], batch["object_id"], batch["frames"])]
+            where = f"(loss {float(loss.detach())}) on the batch of " + "; ".join(samples)
+        kept = self.last_checkpoint or "none yet"
+        return (f"non-finite loss at epoch {epoch} {where}. Training stopped; the last good checkpoint ({kept}) "
+                f"is kept. Check those samples, or lower --lr, then run again to resume")
+
+    def say(self, text: str) -> None:
+        if self.info.is_main:
+            tqdm.write(text)
+
+
+def run_training(opts: TrainOptions) -> list[dict[str, float]]:
+    """Train from the latest checkpoint of `opts.name` to `cfg.max_epochs`; returns the epochs' stats (rank 0)."""
+    info = distributed.setup(opts.device)
+    try:
+        return _train(opts, info)
+    finally:
+        distributed.teardown(info)
+
+
+def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
+    cfg = opts.cfg
+    if cfg.batch_size % info.world_size:
+        raise TrainingError(f"--batch-size {cfg.batch_size} does not divide among {info.world_size} processes")
+    seed_everything(cfg.seed + info.rank)
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    check_dataset_roots(opts)
+    if info.is_main:
+        check_writable(opts.paths.checkpoints / opts.name, "--checkpoints")
+        check_writable(opts.paths.tensorboard / opts.name, "--tensorboard")
+    if not opts.tmcache_readonly or cfg.dset == "synthetic":
+        check_writable(opts.paths.tmcache, "--tmcache")
+    dataset = _training_set(opts, info)
+
+    trainer = Trainer(opts, info)
+    if info.is_main:
+        info_record = cache_info(cfg.backbone, opts.backbone_weights, cfg.target_model)
+        trainer.cache.check_info(info_record, write=True)
+    distributed.barrier(info)
+    sampler = EpochSampler(dataset, info, cfg.seed, cfg.epoch_samples)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
+                        num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False)
+    logger = TrainLogger(opts.paths.tensorboard, opts.name) if info.is_main else None
+    if trainer.start_epoch > cfg.max_epochs:
+        trainer.say(f"{opts.name}: epoch {trainer.start_epoch - 1} already done, nothing to train "
+                     f"(raise --max-epochs to continue)")
+    history = []
+    try:
+        for epoch in range(trainer.start_epoch, cfg.max_epochs + 1):
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            stats = trainer.train_epoch(loader, epoch)
+            if info.is_main:
+                path = trainer.save(epoch, stats)
+                logger.scalars(epoch, stats)
+                if trainer.last_sample is not None:
+                    logger.image_grid(epoch, sample_grid(*trainer.last_sample))
+                trainer.say(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()) + f" -> {path}")
+            distributed.barrier(info)
+            history.append(stats)
+    finally:
+        if logger is not None:
+            logger.close()
+    return history
+
+
+def _training_set(opts: TrainOptions, info: DistInfo):
+    """The training samples; --dset synthetic first generates its videos (rank 0, idempotent)."""
+    cfg = opts.cfg
+    davis_root = opts.paths.davis_root
+    if cfg.dset == "synthetic":
+        davis_root = opts.synthetic_root
+        if info.is_main:
+            generate_dataset(davis_root, layout="davis", num_videos=cfg.synthetic_videos,
+                             num_frames=cfg.synthetic_frames, size=cfg.image_size, seed=cfg.synthetic_seed,
+                             max_objects=cfg.synthetic_max_objects, split="train")
+        distributed.barrier(info)
+    return build_training_set(cfg.dset, davis_root, opts.paths.ytvos_root, cfg, opts.paths.tmcache / "index",
+                              split="train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

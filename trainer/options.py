@@ -1,0 +1,184 @@
+"""train.py's command line -> TrainConfig plus the run's names and folders; checks made before training starts."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from models.config import BACKBONES, TrainConfig
+
+DSETS = ("all", "dv2017", "ytvos2018", "synthetic")
+DSET_ALIASES = {"yt2018": "ytvos2018"}
+
+
+class TrainingError(RuntimeError):
+    """A problem the user can fix: a bad flag, missing data, an unwritable folder, or a diverged run."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Folders of a run (train.py's `paths` dict, overridden by flags)."""
+
+    davis_root: Path
+    ytvos_root: Path
+    checkpoints: Path
+    tensorboard: Path
+    tmcache: Path
+    synthetic_root: Path | None = None  # --dset synthetic: where the generated videos live
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a training run needs: hyperparameters in `cfg`, the rest is about this run."""
+
+    name: str
+    cfg: TrainConfig
+    paths: RunPaths
+    device: str | None
+    init_pth: Path | None
+    backbone_weights: str
+    tmcache_readonly: bool = False
+
+    @property
+    def synthetic_root(self) -> Path:
+        """--synthetic-root, else a folder under <tmcache>/data named by the generator's settings."""
+        if self.paths.synthetic_root is not None:
+            return self.paths.synthetic_root
+        c = self.cfg
+        h, w = c.image_size
+        return self.paths.tmcache / "data" / (f"synthetic-train-{w}x{h}-{c.synthetic_videos}x{c.synthetic_frames}"
+                                              f"-seed{c.synthetic_seed}")
+
+
+def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
+    """The argument parser; `paths` (train.py's dict) gives the folder defaults shown in the help."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train G-FRTM (gate, template matching, delta generator, refinement network; DESIGN 5). "
+                    "Resumes from the latest checkpoint of --name. Multi-GPU: torchrun --nproc_per_node=N train.py")
+    p.add_argument("--name", help="run name: checkpoints go to <checkpoints>/<name>, logs to <tensorboard>/<name> "
+                                  "(default: gfrtm_<ftext>_<dset>)")
+    p.add_argument("--ftext", choices=BACKBONES, default=d.backbone, help="backbone")
+    p.add_argument("--dset", choices=DSETS + tuple(DSET_ALIASES), default=d.dset,
+                   help="training data: DAVIS 2017 train, YouTube-VOS 2018 train, both (all), or generated "
+                        "synthetic videos; yt2018 = ytvos2018")
+    p.add_argument("--dev", help="device, e.g. cuda:0 or cpu (default: cuda:0 when CUDA exists; under torchrun "
+                                 "cuda:LOCAL_RANK)")
+    p.add_argument("--m1", type=float, default=d.m1,
+                   help="cap of the gate's reuse target after the ramp (DAVIS 1.0, YouTube-VOS 0.5)")
+    p.add_argument("--m2", type=float, default=d.m2, help="dead zone of the gate loss")
+    p.add_argument("--marginEp", type=int, default=d.margin_epochs,
+                   help="epochs over which the reuse cap ramps linearly from 0 to m1 (0: m1 from the start)")
+    p.add_argument("--initPth", help="initialise the refinement network from this FRTM/G-FRTM checkpoint's "
+                                     "'refiner.' weights (non-strict; ignored when resuming)")
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs, help="last epoch")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="samples per step over all processes (divided among torchrun processes)")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="frames per sample (N >= 2)")
+    p.add_argument("--epoch-samples", type=int, default=d.epoch_samples,
+                   help="use at most this many samples per epoch (quick runs; default: the whole epoch)")
+    p.add_argument("--workers", type=int, default=d.workers, help="data-loading worker processes per process")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--backbone-weights", default="imagenet",
+                   help="'imagenet', 'none' (deterministic random backbone, for synthetic demos) or a torchvision "
+                        "ResNet state-dict path")
+    p.add_argument("--size", default=f"{d.image_size[1]}x{d.image_size[0]}",
+                   help="training frame size WIDTHxHEIGHT (e.g. 854x480; 224x128 for quick runs)")
+    p.add_argument("--davis-root", help=f"DAVIS 2017 trainval root; overrides paths['dv2017'] ({paths['dv2017']})")
+    p.add_argument("--ytvos-root", help=f"YouTube-VOS 2018 root (with train/); overrides paths['ytvos2018'] "
+                                        f"({paths['ytvos2018']})")
+    p.add_argument("--checkpoints", help=f"checkpoint folder; overrides paths['checkpoints'] ({paths['checkpoints']})")
+    p.add_argument("--tensorboard", help=f"TensorBoard folder; overrides paths['tensorboard'] ({paths['tensorboard']})")
+    p.add_argument("--tmcache", help=f"target-model cache folder; overrides paths['tmcache'] ({paths['tmcache']})")
+    p.add_argument("--tmcache-readonly", action="store_true",
+                   help="read cached target models but never write any (e.g. a shared or published cache)")
+    p.add_argument("--synthetic-root", help="--dset synthetic: folder of the generated videos (default: under "
+                                            "<tmcache>/data)")
+    p.add_argument("--synthetic-videos", type=int, default=d.synthetic_videos, help="--dset synthetic: videos")
+    p.add_argument("--synthetic-frames", type=int, default=d.synthetic_frames, help="--dset synthetic: frames per video")
+    return p
+
+
+def parse_options(argv: list[str] | None, paths: dict[str, str]) -> TrainOptions:
+    """Parse the command line; `paths` has the keys dv2017, ytvos2018, checkpoints, tensorboard, tmcache."""
+    parser = build_parser(paths)
+    args = parser.parse_args(argv)
+    try:
+        return options_from_args(args, paths)
+    except TrainingError as err:
+        parser.error(str(err))  # exits with status 2 and the usage line
+
+
+def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainOptions:
+    dset = DSET_ALIASES.get(args.dset, args.dset)
+    for flag, value, low in (("--max-epochs", args.max_epochs, 1), ("--batch-size", args.batch_size, 1),
+                             ("--seq-len", args.seq_len, 2), ("--workers", args.workers, 0),
+                             ("--marginEp", args.marginEp, 0), ("--synthetic-videos", args.synthetic_videos, 1),
+                             ("--synthetic-frames", args.synthetic_frames, 2)):
+        if value < low:
+            raise TrainingError(f"{flag} {value}: must be at least {low}")
+    if args.epoch_samples is not None and args.epoch_samples < 1:
+        raise TrainingError(f"--epoch-samples {args.epoch_samples}: must be at least 1")
+    if args.synthetic_frames < args.seq_len:
+        raise TrainingError(f"--synthetic-frames {args.synthetic_frames} is shorter than --seq-len {args.seq_len}")
+    cfg = replace(
+        TrainConfig(), backbone=args.ftext, dset=dset, max_epochs=args.max_epochs, batch_size=args.batch_size,
+        seq_len=args.seq_len, image_size=parse_size(args.size), lr=args.lr, m1=args.m1, m2=args.m2,
+        margin_epochs=args.marginEp, workers=args.workers, seed=args.seed, epoch_samples=args.epoch_samples,
+        synthetic_videos=args.synthetic_videos, synthetic_frames=args.synthetic_frames)
+    run_paths = RunPaths(
+        davis_root=Path(args.davis_root or paths["dv2017"]),
+        ytvos_root=Path(args.ytvos_root or paths["ytvos2018"]),
+        checkpoints=Path(args.checkpoints or paths["checkpoints"]),
+        tensorboard=Path(args.tensorboard or paths["tensorboard"]),
+        tmcache=Path(args.tmcache or paths["tmcache"]),
+        synthetic_root=Path(args.synthetic_root) if args.synthetic_root else None,
+    )
+    weights = args.backbone_weights
+    if weights not in ("imagenet", "none"):
+        weights = str(Path(weights).resolve())  # recorded in checkpoints and the cache index
+    return TrainOptions(name=args.name or f"gfrtm_{args.ftext}_{dset}", cfg=cfg, paths=run_paths, device=args.dev,
+                        init_pth=Path(args.initPth) if args.initPth else None, backbone_weights=weights,
+                        tmcache_readonly=args.tmcache_readonly)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' (as in 854x480) -> (H, W)."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(v) for v in parts)
+    except ValueError:
+        raise TrainingError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 854x480") from None
+    if width < 32 or height < 32:
+        raise TrainingError(f"--size {text}: frames must be at least 32x32 (the backbone's deepest stride is 32)")
+    return height, width
+
+
+def check_dataset_roots(opts: TrainOptions) -> None:
+    """The dataset folders the chosen --dset needs must exist (the synthetic one is generated)."""
+    dset = opts.cfg.dset
+    needed = []
+    if dset in ("dv2017", "all"):
+        needed.append((opts.paths.davis_root, "--davis-root", "dv2017", "DAVIS 2017 trainval"))
+    if dset in ("ytvos2018", "all"):
+        needed.append((opts.paths.ytvos_root, "--ytvos-root", "ytvos2018", "YouTube-VOS 2018"))
+    for root, flag, key, what in needed:
+        if not root.is_dir():
+            raise TrainingError(f"{what} not found at {root}: pass {flag} or set paths['{key}'] in train.py "
+                                f"(--dset {dset} needs it; --dset synthetic needs no download)")
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Create `folder` and prove a file can be written there, before any training time is spent."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise TrainingError(f"cannot write to {folder} ({err.strerror or err}); pass a writable folder with "
+                            f"{flag}") from None

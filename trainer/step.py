@@ -1,0 +1,136 @@
+"""One training batch of G-FRTM: frozen features, target-model scores, and the gated forward with its losses.
+
+DESIGN 5. Frame 0 of every sample initialises its template, stored score and previous x; on
+frames 1..N-1 the gate takes a hard straight-through decision g per sample (1 = reuse) and both
+paths are computed and blended by g, so the gradient reaches every trainable part.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from models.backbone import Backbone
+from models.gate import straight_through
+from models.gfrtm import GFRTM
+from models.template import mask_to_stride
+from trainer.losses import delta_loss, gate_loss, gate_target, mask_iou, segmentation_loss
+
+if TYPE_CHECKING:  # annotations only
+    from models.target_model import TargetModel
+
+Features = dict[str, Tensor]
+
+
+@torch.no_grad()
+def frozen_features(backbone: Backbone, images: Tensor) -> list[Features]:
+    """Backbone features of every frame: images (B,N,3,H,W) uint8 -> N dicts of (B,C,h,w) for layer2..layer5."""
+    feats = []
+    for t in range(images.shape[1]):
+        shallow = backbone.shallow(backbone.normalize(images[:, t]))
+        deep = backbone.deep(shallow["layer3"])
+        feats.append({"layer2": shallow["layer2"], "layer3": shallow["layer3"], **deep})
+    return feats
+
+
+@torch.no_grad()
+def target_scores(models: Sequence[TargetModel], feats: list[Features]) -> Tensor:
+    """Scores of each sample's frozen target model on frames 1..N-1 -> (B,N-1,1,h16,w16)."""
+    layer4 = torch.stack([f["layer4"] for f in feats[1:]], dim=1)  # (B,N-1,C,h16,w16)
+    return torch.stack([model.score(layer4[b]) for b, model in enumerate(models)])
+
+
+def forward_sequence(net: GFRTM, feats: list[Features], scores: Tensor, labels: Tensor, margin: float,
+                     m2: float) -> dict[str, Tensor]:
+    """Gated forward over a batch of sequences and the summed per-frame losses.
+
+    Args:
+        net: G-FRTM in train mode.
+        feats: N dicts of frozen backbone features (B,C,h,w) (see `frozen_features`).
+        scores: (B,N-1,1,h16,w16) target-model scores of frames 1..N-1.
+        labels: (B,N,1,H,W) float object masks.
+        margin: cap on the gate's reuse target (`reuse_margin`).
+        m2: dead zone of the gate loss.
+    Returns:
+        'loss' (total, with gradient); detached: 'seg', 'delta', 'gate' (summed over frames),
+        'iou' (mean IoU of mask > 0.5 vs label; 1 where both are empty), 'reuse_rate';
+        per frame 1..N-1: 'masks' (B,N-1,1,H,W) probabilities, 'diffs' (B,N-1,1,h16,w16),
+        'decisions' (B,N-1) 1 = reuse, 'gate_targets' (B,N-1) the capped IoU targets.
+    """
+    image_size = tuple(labels.shape[-2:])
+    size8 = tuple(feats[0]["layer3"].shape[-2:])
+    size16 = tuple(feats[0]["layer4"].shape[-2:])
+    label0 = labels[:, 0]
+    template = net.make_template(feats[0]["layer3"], mask_to_stride(label0, size8, training=True))
+    stored = mask_to_stride(label0, size16, training=True)
+    last_deep = {k: feats[0][k] for k in ("layer4", "layer5")}  # deep features of the last full-path frame
+    prev_x = net.refiner.deep(stored, last_deep)
+    last_full_label = label0
+
+    seg_sum = delta_sum = gate_sum = labels.new_zeros(())
+    masks, diffs, decisions, targets, ious = [], [], [], [], []
+    for t in range(1, labels.shape[1]):
+        label = labels[:, t]
+        tpl = net.match(template, feats[t]["layer3"], stored)
+        decision, p = straight_through(net.gate_logits(tpl))
+        g = decision[:, 0].view(-1, 1, 1, 1)  # 1 = reuse, carries the straight-through gradient
+        hard = g.detach()
+        diff = net.delta(tpl)
+        s_full = scores[:, t - 1]
+        score = g * (stored + diff) + (1 - g) * s_full
+        deep_feats = {k: g * last_deep[k] + (1 - g) * feats[t][k] for k in last_deep}
+        x_full = net.refiner.deep(s_full, deep_feats)
+        x = g * net.refiner.translate(prev_x, diff) + (1 - g) * x_full
+        logits = net.refiner.shallow(x, score, {"layer3": feats[t]["layer3"], "layer2": feats[t]["layer2"]},
+                                     image_size)
+
+        target = gate_target(label, last_full_label, margin)
+        seg_sum = seg_sum + segmentation_loss(logits, label)
+        delta_sum = delta_sum + delta_loss(diff, mask_to_stride(label, size16, training=True), stored)
+        gate_sum = gate_sum + gate_loss(p, target, m2)
+
+        # State for the next frame, with the hard decision. Deviation (previous x), DESIGN 5: the
+        # inference rule - full-path samples take the new x, reuse samples keep theirs (the
+        # published training code has this gate inverted).
+        prev_x = hard * prev_x + (1 - hard) * x_full
+        stored = hard * stored + (1 - hard) * s_full
+        last_deep = {k: (hard * last_deep[k] + (1 - hard) * feats[t][k]) for k in last_deep}
+        last_full_label = hard * last_full_label + (1 - hard) * label
+
+        mask = torch.sigmoid(logits.detach())
+        masks.append(mask)
+        diffs.append(diff.detach())
+        decisions.append(hard.flatten())
+        targets.append(target)
+        ious.append(mask_iou(mask, label, empty=1.0))
+
+    return {
+        "loss": seg_sum + delta_sum + gate_sum,
+        "seg": seg_sum.detach(),
+        "delta": delta_sum.detach(),
+        "gate": gate_sum.detach(),
+        "iou": torch.stack(ious).mean(),
+        "reuse_rate": torch.stack(decisions).mean(),
+        "masks": torch.stack(masks, dim=1),
+        "diffs": torch.stack(diffs, dim=1),
+        "decisions": torch.stack(decisions, dim=1),
+        "gate_targets": torch.stack(targets, dim=1),
+    }
+
+
+class SequenceForward(nn.Module):
+    """G-FRTM behind one `forward` that covers a whole training batch.
+
+    DistributedDataParallel synchronises gradients only for work done inside its wrapped
+    module's forward, so the per-frame loop must live in one forward call. `self.net` holds
+    the parameters; checkpoints save `net.state_dict()` (the published key layout).
+    """
+
+    def __init__(self, net: GFRTM) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, feats: list[Features], scores: Tensor, labels: Tensor, margin: float,
+                m2: float) -> dict[str, Tensor]:
+        return forward_sequence(self.net, feats, scores, labels, margin, m2)
