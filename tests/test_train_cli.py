@@ -22,6 +22,15 @@ def _argv(tmp: Path, *extra: str) -> list[str]:
             "--tensorboard", str(tmp / "tb"), "--tmcache", str(tmp / "tmcache"), *extra]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine busy OpenMP threads slow tests ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_synthetic_run_writes_checkpoints_logs_cache_and_resumes(tmp_path, capsys):
     assert main(_argv(tmp_path, "--max-epochs", "1")) == 0
     ep1 = tmp_path / "ckpt" / "cli" / "cli_ep0001.pth"
@@ -48,12 +57,14 @@ def test_synthetic_run_writes_checkpoints_logs_cache_and_resumes(tmp_path, capsy
     assert ep2["stats"]["tm_cache_hits"] + ep2["stats"]["tm_cache_misses"] == 2  # one lookup per sample
 
 
-def test_missing_dataset_names_the_flag(tmp_path, capsys):
+@pytest.mark.parametrize("dset, flag", [("dv2017", "--davis-root"), ("yt2018", "--ytvos-root"),
+                                        ("all", "--davis-root")])
+def test_missing_dataset_names_the_flag(tmp_path, capsys, dset, flag):
     argv = _argv(tmp_path, "--max-epochs", "1")
-    argv[argv.index("synthetic")] = "dv2017"
-    assert main(argv + ["--davis-root", str(tmp_path / "no-davis")]) == 2
+    argv[argv.index("synthetic")] = dset
+    assert main(argv + [flag, str(tmp_path / "no-data")]) == 2
     err = capsys.readouterr().err
-    assert "no-davis" in err and "--davis-root" in err
+    assert "no-data" in err and flag in err
 
 
 def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, capsys):
@@ -78,7 +89,7 @@ def test_checkpoints_of_the_other_backbone_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--size", "480"], ["--size", "16x16"], ["--seq-len", "1"],
-                                   ["--dset", "davis2016"]])
+                                   ["--dset", "davis2016"], ["--lr", "0"], ["--m2", "-0.1"]])
 def test_bad_flags_exit_with_usage(tmp_path, flags, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_argv(tmp_path) + flags)

@@ -18,7 +18,7 @@ from trainer.loop import Trainer
 from trainer.losses import gate_loss, gate_target, mask_iou, reuse_margin
 from trainer.options import RunPaths, TrainingError, TrainOptions
 from trainer.step import forward_sequence, frozen_features
-from trainer.tm_cache import TargetModelCache
+from trainer.tm_cache import CacheMismatchError, TargetModelCache, cache_info
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 B, N, H, W = 2, 3, 64, 112
@@ -45,6 +45,15 @@ def _options(tmp_path: Path, **cfg) -> TrainOptions:
                                  target_model_override=TINY_TM, **cfg)
     paths = RunPaths(tmp_path / "data", tmp_path / "data", tmp_path / "ckpt", tmp_path / "tb", tmp_path / "tmcache")
     return TrainOptions(name="tiny", cfg=config, paths=paths, device="cpu", init_pth=None, backbone_weights="none")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine busy OpenMP threads slow tests ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -182,17 +191,32 @@ def test_second_epoch_hits_the_target_model_cache_and_bad_files_are_refitted(tmp
     assert (trainer.cache.hits, trainer.cache.misses) == (B, B)
 
     cached.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning, match="unreadable"):
+    torch.save({"project.weight": torch.zeros(8, 256, 1, 1), "filter.weight": torch.zeros(1, 8, 3, 3)},
+               trainer.cache.path("box1", 0, 1))  # another c_channels
+    with pytest.warns(UserWarning, match="unreadable") as warned:
         trainer.train_batch(batch, epoch=3)
-    assert trainer.cache.refits == 1 and trainer.cache.hits == 2 * B - 1
+    assert len(warned) == 2 and "shapes" in str(warned[1].message)
+    assert trainer.cache.refits == 2 and trainer.cache.hits == B
     assert set(torch.load(cached, weights_only=True)) == {"project.weight", "filter.weight"}  # rewritten
+    assert torch.load(trainer.cache.path("box1", 0, 1), weights_only=True)["filter.weight"].shape == (1, 32, 3, 3)
 
 
 def test_read_only_cache_writes_nothing(tmp_path, backbone):
     cache = TargetModelCache(tmp_path, "resnet18", TINY_TM, read_only=True)
     cache.store("seq", 3, 2, {"project.weight": torch.zeros(1), "filter.weight": torch.zeros(1)})
     assert not any(tmp_path.rglob("*.pth"))
-    assert cache.load("seq", 3, 2) is None and cache.misses == 1
+    assert cache.load("seq", 3, 2, {}) is None and cache.misses == 1
+
+
+def test_cache_index_refuses_models_fitted_with_other_settings(tmp_path):
+    cache = TargetModelCache(tmp_path, "resnet18", TINY_TM)
+    ours = cache_info("resnet18", "none", TINY_TM)
+    cache.check_info(ours, write=False)
+    assert not (cache.folder / "cache_info.json").exists()  # a cache without an index is trusted
+    cache.check_info(ours, write=True)
+    cache.check_info(ours, write=True)  # same settings: fine
+    with pytest.raises(CacheMismatchError, match=r"backbone_weights.*--tmcache"):
+        cache.check_info(cache_info("resnet18", "imagenet", TINY_TM), write=True)
 
 
 def test_resume_restores_the_next_epoch_and_the_optimizer_state(tmp_path):

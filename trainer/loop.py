@@ -192,7 +192,7 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     logger = TrainLogger(opts.paths.tensorboard, opts.name) if info.is_main else None
     if trainer.start_epoch > cfg.max_epochs:
         trainer.say(f"{opts.name}: epoch {trainer.start_epoch - 1} already done, nothing to train "
-                     f"(raise --max-epochs to continue)")
+                    f"(raise --max-epochs to continue)")
     history = []
     try:
         for epoch in range(trainer.start_epoch, cfg.max_epochs + 1):
@@ -224,8 +224,11 @@ def _training_set(opts: TrainOptions, info: DistInfo):
                              num_frames=cfg.synthetic_frames, size=cfg.image_size, seed=cfg.synthetic_seed,
                              max_objects=cfg.synthetic_max_objects, split="train")
         distributed.barrier(info)
-    return build_training_set(cfg.dset, davis_root, opts.paths.ytvos_root, cfg, opts.paths.tmcache / "index",
-                              split="train")
+    build = lambda: build_training_set(cfg.dset, davis_root, opts.paths.ytvos_root, cfg,  # noqa: E731
+                                       opts.dataset_stats_dir, split="train")
+    dataset = build() if info.is_main else None
+    distributed.barrier(info)  # rank 0 has cached the pixel statistics: the others just read them
+    return dataset if dataset is not None else build()
 
 
 def seed_everything(seed: int) -> None:

@@ -42,6 +42,13 @@ class TrainOptions:
     tmcache_readonly: bool = False
 
     @property
+    def dataset_stats_dir(self) -> Path:
+        """Where the dataset's pixel statistics are cached: next to the target models, unless those are read-only."""
+        if self.tmcache_readonly:
+            return self.paths.checkpoints / "dataset_stats"
+        return self.paths.tmcache / "dataset_stats"
+
+    @property
     def synthetic_root(self) -> Path:
         """--synthetic-root, else a folder under <tmcache>/data named by the generator's settings."""
         if self.paths.synthetic_root is not None:
@@ -52,11 +59,20 @@ class TrainOptions:
                                               f"-seed{c.synthetic_seed}")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where it has one (not None / off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     """The argument parser; `paths` (train.py's dict) gives the folder defaults shown in the help."""
     d = TrainConfig()
     p = argparse.ArgumentParser(
-        prog="train.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="train.py", formatter_class=_HelpFormatter,
         description="Train G-FRTM (gate, template matching, delta generator, refinement network; DESIGN 5). "
                     "Resumes from the latest checkpoint of --name. Multi-GPU: torchrun --nproc_per_node=N train.py")
     p.add_argument("--name", help="run name: checkpoints go to <checkpoints>/<name>, logs to <tensorboard>/<name> "
@@ -99,7 +115,8 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--synthetic-root", help="--dset synthetic: folder of the generated videos (default: under "
                                             "<tmcache>/data)")
     p.add_argument("--synthetic-videos", type=int, default=d.synthetic_videos, help="--dset synthetic: videos")
-    p.add_argument("--synthetic-frames", type=int, default=d.synthetic_frames, help="--dset synthetic: frames per video")
+    p.add_argument("--synthetic-frames", type=int, default=d.synthetic_frames,
+                   help="--dset synthetic: frames per video")
     return p
 
 
@@ -121,6 +138,10 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
                              ("--synthetic-frames", args.synthetic_frames, 2)):
         if value < low:
             raise TrainingError(f"{flag} {value}: must be at least {low}")
+    if not args.lr > 0:
+        raise TrainingError(f"--lr {args.lr}: must be positive")
+    if args.m1 < 0 or args.m2 < 0:
+        raise TrainingError(f"--m1 {args.m1} / --m2 {args.m2}: must not be negative")
     if args.epoch_samples is not None and args.epoch_samples < 1:
         raise TrainingError(f"--epoch-samples {args.epoch_samples}: must be at least 1")
     if args.synthetic_frames < args.seq_len:

@@ -77,8 +77,9 @@ class TargetModelCache:
         elif write and not self.read_only:
             atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
 
-    def load(self, sequence: str, frame0: int, object_id: int) -> dict[str, Tensor] | None:
-        """The cached state dict, or None when absent or unreadable (an unreadable one warns)."""
+    def load(self, sequence: str, frame0: int, object_id: int,
+             shapes: dict[str, torch.Size]) -> dict[str, Tensor] | None:
+        """The cached state dict if it has exactly `shapes`; None when absent or unreadable (which warns)."""
         path = self.path(sequence, frame0, object_id)
         if not path.exists():
             self.misses += 1
@@ -87,6 +88,9 @@ class TargetModelCache:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or set(state) != set(TM_KEYS):
                 raise ValueError(f"expected the keys {', '.join(TM_KEYS)}")
+            found = {k: tuple(state[k].shape) for k in TM_KEYS}
+            if found != {k: tuple(shapes[k]) for k in TM_KEYS}:
+                raise ValueError(f"shapes {found} do not fit this backbone and c_channels")
         except Exception as err:  # any unreadable file is refitted, never fatal (DESIGN 5)
             warnings.warn(f"target-model cache file {path} is unreadable ({err}); fitting it again", stacklevel=2)
             self.misses += 1
@@ -126,9 +130,10 @@ class TargetModelProvider:
                  object_ids: Sequence[int]) -> list[TargetModel]:
         """images (B,3,H,W) uint8 and masks (B,1,H,W) of each sample's frame 0 -> B frozen target models."""
         models = []
+        shapes = {k: v.shape for k, v in self._empty_model(torch.device("cpu")).state_dict().items()}
         for b, (seq, frame0, oid) in enumerate(zip(sequences, frames0, object_ids)):
             frame0, oid = int(frame0), int(oid)
-            state = self.cache.load(seq, frame0, oid) if self.cache is not None else None
+            state = self.cache.load(seq, frame0, oid, shapes) if self.cache is not None else None
             if state is None:
                 try:
                     model = self.fit(images[b], masks[b, 0], _object_seed(self.seed, seq, frame0, oid))
