@@ -10,7 +10,7 @@ every-5th subset, as in the real data).
 Everything is drawn from numpy generators seeded by (seed, video index): the same arguments
 give the same files.
 
-    python -m dataset.synthetic --out DIR --layout davis|ytvos --videos N --frames N --size HxW --seed S --split val
+    python -m dataset.synthetic --out DIR --layout davis|ytvos --videos N --frames N --size WxH --seed S --split val
 """
 from __future__ import annotations
 
@@ -387,9 +387,9 @@ def generate_dataset(out: str | Path, layout: str = "davis", num_videos: int = 4
 
 def _parse_size(text: str) -> tuple[int, int]:
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
+        width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must look like 240x432 (HxW), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--size must look like 432x240 (WIDTHxHEIGHT, as train.py), got {text!r}") from None
     return height, width
 
 
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--layout", choices=LAYOUTS, default="davis")
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--size", type=_parse_size, default=(240, 432), help="HxW, e.g. 240x432")
+    parser.add_argument("--size", type=_parse_size, default=(240, 432), help="WIDTHxHEIGHT, e.g. 432x240 (as train.py --size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-objects", type=int, default=3)
     parser.add_argument("--split", default="val", help="DAVIS: list name in ImageSets; YouTube-VOS: train or val")

@@ -28,7 +28,7 @@ from lib.run_records import load_sequence_record, write_gate_log, write_submissi
 from models.backbone import BackboneWeightsError
 from models.checkpoint import CheckpointError, load_checkpoint
 
-DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (240, 432), "seed": 1000, "split": "val"}
+DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176, 320), "seed": 1000, "split": "val"}
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
 
 

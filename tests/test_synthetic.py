@@ -140,7 +140,7 @@ def test_later_objects_are_absent_before_their_start_and_visible_at_it():
 
 def test_command_line_writes_the_requested_dataset(tmp_path, capsys):
     out = main(["--out", str(tmp_path / "cli"), "--layout", "ytvos", "--videos", "1", "--frames", "6",
-                "--size", "48x80", "--seed", "4", "--split", "train"])
+                "--size", "80x48", "--seed", "4", "--split", "train"])
     assert read_image(out / "train_all_frames" / "JPEGImages" / "synth000" / "00005.jpg").shape == (48, 80, 3)
     assert "synthetic ytvos dataset" in capsys.readouterr().out
     with pytest.raises(SystemExit):
