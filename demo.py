@@ -24,7 +24,7 @@ from lib.image_io import ImageReadError, write_label_png
 from lib.overlays import OverlayVideoWriter, frame_statuses
 from lib.video_input import VideoInputError, open_video, read_start_mask
 from models.backbone import BackboneWeightsError
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError
 from models.config import OverlayConfig, TrackerConfig
 
 DEMO_MODEL = Path(__file__).resolve().parent / "weights" / "demo_synthetic_rn18.pth"
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DemoError(f"--dev {args.dev}: CUDA is not available on this machine; use --dev cpu")
     model_path = _resolve_model(args.model)
-    backbone_weights = args.backbone_weights or _recorded_backbone_weights(model_path)
-    net = load_network(model_path, args.ftext, device)
+    net, trained_with = load_network(model_path, args.ftext, device)
+    backbone_weights = args.backbone_weights or trained_with
     tracker = build_tracker(net, backbone_weights, args.tau, args.fast, False, device)
 
     start = args.mask_frame
@@ -143,13 +143,6 @@ def _resolve_model(model: str | None) -> Path | None:
     print(f"demo: no model at {DEMO_MODEL}: running an UNTRAINED network (masks will be poor); pass --model PATH "
           "or train one with `python train.py --dset synthetic --backbone-weights none`")
     return None
-
-
-def _recorded_backbone_weights(model_path: Path | None) -> str:
-    """The backbone weights the checkpoint was trained with when it records them, else imagenet; none if untrained."""
-    if model_path is None:
-        return "none"
-    return str(load_checkpoint(model_path).get("backbone_weights", "imagenet"))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from lib.evaluation import (
 from lib.image_io import ImageReadError
 from lib.run_records import load_sequence_record, write_gate_log, write_submission_zip, write_summary
 from models.backbone import BackboneWeightsError
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError
 
 DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176, 320), "seed": 1000, "split": "val"}
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
@@ -62,8 +62,8 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError(f"--dev {args.dev}: CUDA is not available on this machine; use --dev cpu")
     model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
-    backbone_weights = args.backbone_weights or _recorded_backbone_weights(model_path)
-    net = load_network(model_path, args.ftext, device)
+    net, trained_with = load_network(model_path, args.ftext, device)
+    backbone_weights = args.backbone_weights or trained_with
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -133,13 +133,6 @@ def _resolve_model(args, paths: dict, default_models: dict, demo_model: Path) ->
             f"pass --model PATH, or edit paths['models'] in evaluate.py"
         )
     return path, path.stem
-
-
-def _recorded_backbone_weights(model_path: Path | None) -> str:
-    """The backbone weights a checkpoint was trained with, when it says; published files say nothing: imagenet."""
-    if model_path is None:
-        return "none"
-    return str(load_checkpoint(model_path).get("backbone_weights", "imagenet"))
 
 
 def _write_sweep(folder: Path, rows: list[tuple[float, dict]]) -> None:

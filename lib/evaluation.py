@@ -8,19 +8,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dataset.registry import load_eval_sequences
 from dataset.sequence import VideoSequence
 from lib.davis_scoring import format_table, score_results_folder, summarize, write_csvs
 from lib.image_io import write_label_png
-from lib.run_records import (
-    PROGRESS_DIR,
-    SequenceRecord,
-    load_sequence_record,
-    save_sequence_record,
-    write_gate_log,
-    write_submission_zip,
-    write_summary,
-)
+from lib.run_records import SequenceRecord, load_sequence_record, save_sequence_record
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
@@ -111,15 +102,20 @@ def score_run(dset: str, set_name: str, sequences: list[VideoSequence], results_
     return global_scores
 
 
-def load_network(model_path: Path | None, backbone_name: str | None, device: torch.device):
-    """Load a G-FRTM checkpoint (or build an untrained network when model_path is None)."""
+def load_network(model_path: Path | None, backbone_name: str | None, device: torch.device) -> tuple[GFRTM, str]:
+    """Load a G-FRTM checkpoint, or build an untrained network when model_path is None.
+
+    Returns the network (eval mode) and the backbone weights it was trained with: what the
+    checkpoint records (this project's checkpoints do), else 'imagenet' (the published ones);
+    an untrained network gets the deterministic random backbone, 'none'.
+    """
     from models.checkpoint import load_gfrtm
 
     if model_path is None:
         net = GFRTM(NetworkConfig(backbone=backbone_name or "resnet18"))
-        return net.to(device).eval()
-    net, _ = load_gfrtm(model_path, device=device, backbone=backbone_name)
-    return net.eval()
+        return net.to(device).eval(), "none"
+    net, checkpoint = load_gfrtm(model_path, device=device, backbone=backbone_name)
+    return net.eval(), str(checkpoint.get("backbone_weights", "imagenet"))
 
 
 def build_tracker(net: GFRTM, backbone_weights: str, tau: float, fast: bool, amp: bool, device) -> Tracker:
