@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 BACKBONES = ("resnet18", "resnet101")
+SCHEDULES = ("batched", "reference")  # TrackerConfig.schedule
 
 # FRTM feature names -> channels (DESIGN 1). layer1..layer3 are the shallow half,
 # layer4 and layer5 the deep half.
@@ -103,6 +104,19 @@ class TrackerConfig:
     amp: bool = False
     aug_seed: int = 0  # seeds the first-frame augmentation of every object
     feature_chunk: int = 4  # augmented images per backbone call when fitting a target model
+    # Speed settings; none changes the masks beyond float rounding (tests/test_speed_paths.py).
+    schedule: str = "batched"  # "batched": objects share the work; "reference": the published per-object loop
+    channels_last: bool = True  # NHWC tensors for the backbone and the network (measured faster on the CPU)
+    score_space_update: bool = True  # target-model updates solved at the score resolution (exact)
+    cpu_refine_batch: int = 1  # objects per shallow-refinement call on the CPU (larger measured slower); CUDA: all
+    prefetch_frames: int = 4  # frames an evaluation run decodes ahead in a background thread
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrackerConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.cpu_refine_batch < 1 or self.prefetch_frames < 1:
+            raise ValueError(f"TrackerConfig: cpu_refine_batch ({self.cpu_refine_batch}) and prefetch_frames "
+                             f"({self.prefetch_frames}) must be at least 1")
 
     @property
     def target_model(self) -> TargetModelConfig:

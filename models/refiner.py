@@ -5,9 +5,12 @@ produces the stride-16 map x; the translator predicts x on reuse frames from the
 score change; the shallow part (layer3, layer2) and the upsampler turn x into mask logits.
 
 Backbone features may have batch 1 while scores have batch B (the objects of one frame): the
-feature-only work (TSE reduce, its global pool) runs once at batch 1 and is expanded, not copied.
+feature-only work (TSE reduce, its global pool, the feature part of the first transform conv) runs
+once at batch 1 and is broadcast, not copied; `Refiner.encode` keeps it for several calls.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,7 @@ TRANSLATOR_WIDTH = 48  # per dilated branch
 TRANSLATOR_DILATIONS = (1, 2, 3)
 TRANSLATOR_BLEND_KERNEL = 5
 UPSAMPLER_WIDTH = 32
+CUBIC_A = -0.75  # the bicubic kernel of the pyramid upsampling (PyTorch's and OpenCV's)
 
 
 def resize(x: Tensor, size) -> Tensor:
@@ -30,23 +34,78 @@ def resize(x: Tensor, size) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def _cubic_taps(t: float) -> tuple[float, float, float, float]:
+    """Weights of the 4 input samples around a position with fraction t, cubic convolution a = -0.75."""
+    a = CUBIC_A
+
+    def near(d: float) -> float:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d: float) -> float:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+# 2x with half-pixel centres: output 2i samples input i - 0.25 (taps i-2..i+1), output 2i+1 samples
+# i + 0.25 (taps i-1..i+2).
+EVEN_TAPS = _cubic_taps(0.75)
+ODD_TAPS = _cubic_taps(0.25)
+
+
 def pyramid_upsample2x(x: Tensor) -> Tensor:
     """(B,C,h,w) -> (B,C,2h,2w) bicubic pyramid upsampling: cubic kernel a = -0.75, border replicated.
 
-    F.interpolate's bicubic mode with align_corners=False uses exactly that kernel and clamps
-    sample positions at the border (tests/test_network.py checks it against explicit taps).
+    F.interpolate's bicubic mode with align_corners=False computes exactly this (tests/test_network.py
+    checks it against explicit taps); it runs when autograd records. Otherwise the fixed taps are
+    applied one axis at a time into preallocated outputs, several times faster on the CPU; a
+    channels-last input is processed as (B,h,w,C) and gives a channels-last output.
     """
-    return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = x.permute(0, 2, 3, 1)
+        return _upsample_axis(_upsample_axis(nhwc, 1), 2).permute(0, 3, 1, 2)
+    return _upsample_axis(_upsample_axis(x, 2), 3)
+
+
+def _upsample_axis(x: Tensor, dim: int) -> Tensor:
+    """2x cubic upsampling along `dim` with replicated borders (no autograd): output 2i + phase is
+    written to out.select(dim + 1, phase)[..., i, ...]."""
+    n = x.shape[dim]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    padded = torch.cat([first, first, x, last, last], dim=dim)
+    out = x.new_empty(*x.shape[:dim + 1], 2, *x.shape[dim + 1:])
+    for phase, (start, taps) in enumerate(((0, EVEN_TAPS), (1, ODD_TAPS))):
+        dst = out.select(dim + 1, phase)
+        torch.mul(padded.narrow(dim, start, n), taps[0], out=dst)
+        for k in range(1, 4):
+            dst.add_(padded.narrow(dim, start + k, n), alpha=taps[k])
+    return out.flatten(dim, dim + 1)
 
 
 def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
 
 
+@dataclass
+class EncodedFeatures:
+    """The feature-only part of a TSE (no score involved): computed once per frame, shared by objects.
+
+    shared: transform's first conv applied to the reduced features, bias included (N,oc+ic,h,w).
+    pooled: global mean of the reduced features (N,oc,1,1).
+    """
+
+    shared: Tensor
+    pooled: Tensor
+
+
 class TSE(nn.Module):
     """Target segmentation encoder: reduce features, attach the score, transform.
 
     The published LeakyReLU(0) activations are plain ReLUs (parameter-free, same indices).
+    transform's first conv over cat(reduced features, score) is computed as its feature part
+    (`encode`, once per frame) plus its score part (per object): the same sum, regrouped.
     """
 
     def __init__(self, feature_channels: int, oc: int, ic: int) -> None:
@@ -57,17 +116,26 @@ class TSE(nn.Module):
             _conv3x3(width, width), nn.ReLU(), _conv3x3(width, width), nn.ReLU(), _conv3x3(width, oc), nn.ReLU()
         )
 
-    def forward(self, features: Tensor, score: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
-        """features (1 or B,C,h,w), score (B,ic,*,*), prev (B,oc,*,*) or None -> (h (B,oc,h,w), hpool).
+    def encode(self, features: Tensor) -> EncodedFeatures:
+        """features (N,C,h,w) -> their EncodedFeatures."""
+        reduced = self.reduce(features)
+        first, oc = self.transform[0], reduced.shape[1]
+        shared = F.conv2d(reduced, first.weight[:, :oc], first.bias, padding=1)
+        return EncodedFeatures(shared, reduced.mean(dim=(2, 3), keepdim=True))
+
+    def forward(self, features: Tensor | EncodedFeatures, score: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
+        """features (1 or B,C,h,w) or their encoding, score (B,ic,*,*), prev (B,oc,*,*) or None
+        -> (h (B,oc,h,w), hpool).
 
         hpool is the global mean of the reduced features (B,oc,1,1) for the first layer, else prev.
         """
+        encoded = features if isinstance(features, EncodedFeatures) else self.encode(features)
         batch = score.shape[0]
-        reduced = self.reduce(features)
-        hpool = reduced.mean(dim=(2, 3), keepdim=True).expand(batch, -1, -1, -1) if prev is None else prev
-        reduced = reduced.expand(batch, -1, -1, -1)
-        h = self.transform(torch.cat([reduced, resize(score, reduced.shape[-2:])], dim=1))
-        return h, hpool
+        hpool = encoded.pooled.expand(batch, -1, -1, -1) if prev is None else prev
+        first, oc = self.transform[0], encoded.pooled.shape[1]
+        shared = encoded.shared
+        own = F.conv2d(resize(score, shared.shape[-2:]).to(shared.dtype), first.weight[:, oc:], padding=1)
+        return self.transform[1:](shared + own), hpool
 
 
 class RRB(nn.Module):
@@ -128,7 +196,13 @@ class RefineTranslator(nn.Module):
 
 
 class Upsampler(nn.Module):
-    """Stride-4 map -> image-size logits: bicubic 2x, conv+ReLU, bicubic 2x, bilinear to size, conv."""
+    """Stride-4 map -> image-size logits: bicubic 2x, conv+ReLU, bicubic 2x, bilinear to size, conv.
+
+    The last conv (32 -> 1 channels, 3x3) runs before the last two resizings, which are linear and
+    act on each channel alike: its channel sum is taken per kernel tap at stride 2 (9 maps instead
+    of 32 channels get resized), and the taps' spatial shifts are added at image size. Same value,
+    a fraction of the image-size work.
+    """
 
     def __init__(self, oc: int) -> None:
         super().__init__()
@@ -138,8 +212,16 @@ class Upsampler(nn.Module):
     def forward(self, x: Tensor, image_size) -> Tensor:
         """x (B,oc,h,w) -> logits (B,1,H,W)."""
         x = torch.relu(self.conv1(pyramid_upsample2x(x)))
-        x = pyramid_upsample2x(x)
-        return self.conv2(resize(x, image_size))
+        # (9,32,1,1): output k = (dy+1)*3 + (dx+1) is the channel sum of the tap at offset (dy,dx)
+        taps = self.conv2.weight.permute(2, 3, 1, 0).reshape(9, -1, 1, 1)
+        per_tap = F.conv2d(x, taps.to(x.dtype)).contiguous()
+        per_tap = F.pad(resize(pyramid_upsample2x(per_tap), image_size), (1, 1, 1, 1))  # the conv's zero padding
+        height, width = per_tap.shape[-2] - 2, per_tap.shape[-1] - 2
+        logits = self.conv2.bias.to(x.dtype).view(1, 1, 1, 1)
+        for k in range(9):
+            dy, dx = divmod(k, 3)
+            logits = logits + per_tap[:, k:k + 1, dy:dy + height, dx:dx + width]
+        return logits
 
 
 class Refiner(nn.Module):
@@ -159,9 +241,14 @@ class Refiner(nn.Module):
         self.Diff_process = RefineTranslator(oc, ic)
         self.project = Upsampler(oc)
 
-    def _refine(self, layers: tuple[str, ...], x: Tensor | None, score: Tensor, feats: dict[str, Tensor]) -> Tensor:
+    def encode(self, feats: dict[str, Tensor], layers: tuple[str, ...]) -> dict[str, EncodedFeatures]:
+        """The feature-only work of these refinement layers, to share between calls on one frame's features."""
+        return {layer: self.TSE[layer].encode(feats[layer]) for layer in layers}
+
+    def _refine(self, layers: tuple[str, ...], x: Tensor | None, score: Tensor, feats: dict[str, Tensor],
+                encoded: dict[str, EncodedFeatures] | None) -> Tensor:
         for layer in layers:
-            h, hpool = self.TSE[layer](feats[layer], score, x)
+            h, hpool = self.TSE[layer](encoded[layer] if encoded else feats[layer], score, x)
             h = self.RRB1[layer](h)
             h = self.CAB[layer](hpool, h)
             x = self.RRB2[layer](h)
@@ -169,12 +256,16 @@ class Refiner(nn.Module):
 
     def deep(self, score: Tensor, feats: dict[str, Tensor]) -> Tensor:
         """score (B,1,h16,w16), feats 'layer5', 'layer4' (batch 1 or B) -> x (B,64,h16,w16)."""
-        return self._refine(self.deep_layers, None, score, feats)
+        return self._refine(self.deep_layers, None, score, feats, None)
 
     def translate(self, prev_x: Tensor, diff: Tensor) -> Tensor:
         """prev_x (B,64,h16,w16), diff (B,1,h16,w16) -> x (B,64,h16,w16)."""
         return self.Diff_process(prev_x, diff)
 
-    def shallow(self, x: Tensor, score: Tensor, feats: dict[str, Tensor], image_size) -> Tensor:
-        """x (B,64,h16,w16), score (B,1,h16,w16), feats 'layer3', 'layer2' (batch 1 or B) -> logits (B,1,H,W)."""
-        return self.project(self._refine(self.shallow_layers, x, score, feats), image_size)
+    def shallow(self, x: Tensor, score: Tensor, feats: dict[str, Tensor], image_size,
+                encoded: dict[str, EncodedFeatures] | None = None) -> Tensor:
+        """x (B,64,h16,w16), score (B,1,h16,w16), feats 'layer3', 'layer2' (batch 1 or B) -> logits (B,1,H,W).
+
+        encoded: `encode(feats, shallow_layers)`, when several calls share the features.
+        """
+        return self.project(self._refine(self.shallow_layers, x, score, feats, encoded), image_size)
