@@ -61,6 +61,8 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
     device = torch.device(args.dev or default_device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError(f"--dev {args.dev}: CUDA is not available on this machine; use --dev cpu")
+    if args.amp and device.type != "cuda":
+        raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
     model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
     net, trained_with = load_network(model_path, args.ftext, device)
     backbone_weights = args.backbone_weights or trained_with

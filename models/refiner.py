@@ -53,35 +53,34 @@ EVEN_TAPS = _cubic_taps(0.75)
 ODD_TAPS = _cubic_taps(0.25)
 
 
+def _transposed_kernel() -> Tensor:
+    """(8,) kernel of a stride-2 transposed convolution that interleaves the two phases:
+    output o gets input i with weight k[o + 7 - 2i] (see `pyramid_upsample2x`)."""
+    k = torch.zeros(8, dtype=torch.float64)
+    k[7], k[5], k[3], k[1] = EVEN_TAPS
+    k[6], k[4], k[2], k[0] = ODD_TAPS
+    return k
+
+
+UPSAMPLE_KERNEL_1D = _transposed_kernel()
+
+
 def pyramid_upsample2x(x: Tensor) -> Tensor:
     """(B,C,h,w) -> (B,C,2h,2w) bicubic pyramid upsampling: cubic kernel a = -0.75, border replicated.
 
     F.interpolate's bicubic mode with align_corners=False computes exactly this (tests/test_network.py
-    checks it against explicit taps); it runs when autograd records. Otherwise the fixed taps are
-    applied one axis at a time into preallocated outputs, several times faster on the CPU; a
-    channels-last input is processed as (B,h,w,C) and gives a channels-last output.
+    checks it against explicit taps); it runs when autograd records. Otherwise the same sums run as
+    one depthwise stride-2 transposed convolution over the border-replicated input (the 4 taps of
+    each output phase interleaved in an 8x8 kernel; padding 7 crops the replicated margin), several
+    times faster on the CPU. The memory format of the input is kept.
     """
     if torch.is_grad_enabled() and x.requires_grad:
         return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        nhwc = x.permute(0, 2, 3, 1)
-        return _upsample_axis(_upsample_axis(nhwc, 1), 2).permute(0, 3, 1, 2)
-    return _upsample_axis(_upsample_axis(x, 2), 3)
-
-
-def _upsample_axis(x: Tensor, dim: int) -> Tensor:
-    """2x cubic upsampling along `dim` with replicated borders (no autograd): output 2i + phase is
-    written to out.select(dim + 1, phase)[..., i, ...]."""
-    n = x.shape[dim]
-    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
-    padded = torch.cat([first, first, x, last, last], dim=dim)
-    out = x.new_empty(*x.shape[:dim + 1], 2, *x.shape[dim + 1:])
-    for phase, (start, taps) in enumerate(((0, EVEN_TAPS), (1, ODD_TAPS))):
-        dst = out.select(dim + 1, phase)
-        torch.mul(padded.narrow(dim, start, n), taps[0], out=dst)
-        for k in range(1, 4):
-            dst.add_(padded.narrow(dim, start + k, n), alpha=taps[k])
-    return out.flatten(dim, dim + 1)
+    channels = x.shape[1]
+    k = UPSAMPLE_KERNEL_1D.to(device=x.device)
+    kernel = (k[:, None] * k[None, :]).to(x.dtype).expand(channels, 1, 8, 8).contiguous()
+    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    return F.conv_transpose2d(padded, kernel, stride=2, padding=7, groups=channels)
 
 
 def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
@@ -214,13 +213,14 @@ class Upsampler(nn.Module):
         x = torch.relu(self.conv1(pyramid_upsample2x(x)))
         # (9,32,1,1): output k = (dy+1)*3 + (dx+1) is the channel sum of the tap at offset (dy,dx)
         taps = self.conv2.weight.permute(2, 3, 1, 0).reshape(9, -1, 1, 1)
-        per_tap = F.conv2d(x, taps.to(x.dtype)).contiguous()
-        per_tap = F.pad(resize(pyramid_upsample2x(per_tap), image_size), (1, 1, 1, 1))  # the conv's zero padding
-        height, width = per_tap.shape[-2] - 2, per_tap.shape[-1] - 2
-        logits = self.conv2.bias.to(x.dtype).view(1, 1, 1, 1)
+        per_tap = resize(pyramid_upsample2x(F.conv2d(x, taps.to(x.dtype))), image_size).contiguous()
+        height, width = image_size
+        logits = self.conv2.bias.to(x.dtype).view(1, 1, 1, 1).expand(x.shape[0], 1, height, width).clone()
         for k in range(9):
-            dy, dx = divmod(k, 3)
-            logits = logits + per_tap[:, k:k + 1, dy:dy + height, dx:dx + width]
+            dy, dx = k // 3 - 1, k % 3 - 1
+            # output (i, j) adds tap k's map at (i + dy, j + dx) where that is inside: the conv's zero padding
+            out = logits[:, :, max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)]
+            out += per_tap[:, k:k + 1, max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
         return logits
 
 

@@ -234,7 +234,7 @@ def test_benchmark_smoke_run_writes_a_sane_report(tmp_path, capsys):
         torch.set_num_threads(threads)
     assert code == 0
     report = json.loads(path.read_text())
-    assert set(report) == {"settings", "stages", "rates", "objects", "reference", "targets"}
+    assert set(report) == {"settings", "macs", "stages", "rates", "objects", "reference", "targets"}
     assert report["settings"]["size"] == [64, 96] and report["settings"]["threads_used"] == 1
     full, reuse = report["stages"]["full"], report["stages"]["reuse"]
     assert set(full) == set(reuse) == set(STAGES)
@@ -245,6 +245,16 @@ def test_benchmark_smoke_run_writes_a_sane_report(tmp_path, capsys):
     assert rates[0.0]["deep_calls"] == 6 and rates[1.0]["deep_calls"] == 1  # only the start frame
     assert all(row["per_frame_s"] > 0 and row["peak_mib"] > 0 for row in report["rates"])
     assert [row["objects"] for row in report["objects"]] == [1, 5]
+    # multiply-accumulates: the reuse path skips the deep half, more objects cost more, and the
+    # targets' MAC ratios are the ratios of these counts
+    macs = report["macs"]
+    assert macs["full"]["deep"] > 0 and macs["reuse"]["deep"] == 0 and macs["reuse"]["shallow"] == macs["full"]["shallow"]
+    one, five = (row["macs"] for row in report["objects"])
+    assert five > one > sum(macs["reuse"].values())
+    mac_ratios = {t["name"]: t["mac_ratio"] for t in report["targets"]}
+    reuse_macs = sum(macs["reuse"].values())
+    assert mac_ratios["reuse path / shallow backbone half"] == pytest.approx(reuse_macs / macs["reuse"]["shallow"])
+    assert mac_ratios["5 objects / 1 object"] == pytest.approx(five / one)
     (ref,) = report["reference"]
     assert ref["objects"] == 3 and ref["deep_calls"] == 1 + 3 * 5 and ref["batched_deep_calls"] == 6
     names = [t["name"] for t in report["targets"]]

@@ -1,0 +1,137 @@
+"""evaluate.py end to end: the demo command, output folders, --eval-only, and refused requests."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate
+from dataset.synthetic import generate_dataset
+from lib.image_io import read_label_png
+from models.checkpoint import save_gfrtm
+from models.config import NetworkConfig
+from models.gfrtm import GFRTM
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DAVIS_MINI = SHARED / "data" / "davis-mini"
+SIZE = (48, 64)  # (H, W)
+
+
+@pytest.fixture(scope="module")
+def tiny_davis(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("davis"), "davis", num_videos=2, num_frames=5, size=SIZE,
+                            seed=7, split="val")
+
+
+@pytest.fixture(scope="module")
+def untrained_rn18(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "untrained.pth"
+    save_gfrtm(path, GFRTM(NetworkConfig(backbone="resnet18")), backbone_weights="none")
+    return path
+
+
+def _evaluate(root: Path, model: Path, output: Path, *extra: str) -> int:
+    return evaluate.main(["--dset", "dv2017val", "--davis-root", str(root), "--model", str(model), "--dev", "cpu",
+                          "--output", str(output), *extra])
+
+
+def _sequences(root: Path) -> list[str]:
+    return (root / "ImageSets" / "2017" / "val.txt").read_text().split()
+
+
+def test_demo_command_runs_with_the_demo_model(tmp_path, capsys):
+    """`python evaluate.py --dset demo` as the README's first command runs it (demo model from weights/)."""
+    assert evaluate.DEMO_MODEL.is_file(), "weights/demo_synthetic_rn18.pth is part of the repository"
+    assert evaluate.main(["--dset", "demo", "--dev", "cpu", "--output", str(tmp_path)]) == 0
+    out = tmp_path / "demo-demo_synthetic_rn18-TH0.7"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["backbone_weights"] == "none"  # taken from the checkpoint
+    sequences = _sequences(tmp_path / "demo_data")
+    assert sorted(summary["per_sequence"]) == sorted(sequences) and len(sequences) == 4
+    for seq in sequences:
+        assert len(list((out / seq).glob("*.png"))) == 30
+    # the trained demo model segments its videos and its gate reuses (README: J&F about 0.7)
+    assert summary["scores"]["J&F-Mean"] > 0.6
+    assert 0.2 < summary["reuse_rate"] < 0.9
+    with open(out / "gate_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"sequence", "frame", "object", "p_reuse", "decision"} <= set(rows[0])
+    assert "J&F-Mean" in capsys.readouterr().out
+
+
+def test_results_are_refused_then_overwritten_or_resumed(tiny_davis, untrained_rn18, tmp_path, capsys):
+    first, second = _sequences(tiny_davis)
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path) == 0
+    out = tmp_path / "dv2017val-untrained-TH0.7"
+    assert (out / "global_results-dv2017val.csv").is_file() and (out / "per-sequence_results-dv2017val.csv").is_file()
+    kept = out / first / "00000.png"
+    stamp = kept.stat().st_mtime_ns
+
+    capsys.readouterr()
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert kept.stat().st_mtime_ns == stamp  # nothing touched
+
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path, "--restart", second) == 0
+    assert kept.stat().st_mtime_ns == stamp  # the finished sequence before SEQ is kept
+    assert (out / second / "00004.png").is_file()
+
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path, "--overwrite") == 0
+    assert kept.stat().st_mtime_ns != stamp
+
+
+def test_eval_only_scores_a_folder_without_the_network(tiny_davis, tmp_path, capsys):
+    """Ground-truth masks as results score 1; the CSVs are written into the scored folder."""
+    results = tmp_path / "other_method"
+    shutil.copytree(tiny_davis / "Annotations" / "480p", results)
+    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 0
+    with open(results / "global_results-dv2017val.csv", newline="") as f:
+        scores = next(csv.DictReader(f))
+    assert float(scores["J&F-Mean"]) == 1.0
+    # a missing frame is named
+    missing = sorted((results / _sequences(tiny_davis)[0]).glob("*.png"))[2]
+    missing.unlink()
+    capsys.readouterr()
+    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 2
+    assert missing.name in capsys.readouterr().err
+
+
+def test_eval_only_on_real_davis_ground_truth_gives_one(tmp_path):
+    if not DAVIS_MINI.is_dir():
+        pytest.skip(f"{DAVIS_MINI} not found")
+    results = tmp_path / "gt"
+    for seq in ("blackswan", "car-shadow"):  # real ground truth (kite-surf's masks are not)
+        shutil.copytree(DAVIS_MINI / "Annotations" / "480p" / seq, results / seq)
+    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(DAVIS_MINI), "--sequences", "blackswan",
+                          "car-shadow", "--eval-only", str(results)]) == 0
+    with open(results / "global_results-dv2017val.csv", newline="") as f:
+        scores = next(csv.DictReader(f))
+    assert float(scores["J&F-Mean"]) == 1.0 and float(scores["J-Mean"]) == 1.0 and float(scores["F-Mean"]) == 1.0
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing model", "no such file"),
+    ("other backbone", "resnet101"),
+    ("amp on cpu", "--amp"),
+])
+def test_bad_requests_stop_before_any_work(case, message, tiny_davis, untrained_rn18, tmp_path, capsys):
+    args = {"missing model": ["--model", str(tmp_path / "nothing.pth")],
+            "other backbone": ["--model", str(untrained_rn18), "--ftext", "resnet101"],
+            "amp on cpu": ["--model", str(untrained_rn18), "--amp"]}[case]
+    rc = evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--dev", "cpu",
+                        "--output", str(tmp_path / "out"), *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_palette_masks_hold_the_object_ids(tiny_davis, untrained_rn18, tmp_path):
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path, "--TH", "1.0") == 0
+    seq = _sequences(tiny_davis)[0]
+    ids = set(np.unique(read_label_png(tiny_davis / "Annotations" / "480p" / seq / "00000.png")).tolist())
+    got = read_label_png(tmp_path / "dv2017val-untrained-TH1" / seq / "00000.png")
+    assert got.shape == SIZE and set(np.unique(got).tolist()) <= ids  # frame 0 is the given mask
