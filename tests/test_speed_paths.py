@@ -123,6 +123,26 @@ def test_tracker_config_rejects_unknown_schedule():
         TrackerConfig(schedule="fastest")
 
 
+@pytest.mark.parametrize("objects", [2, 3, 5])
+def test_merge_equals_softmax_and_argmax_of_log_odds(objects):
+    """merge_objects' odds / sum(odds) and running maximum against the plain formula."""
+    from models.merge import merge_objects
+
+    g = torch.Generator().manual_seed(objects)
+    probs = torch.rand(objects, 37, 53, generator=g)
+    probs[:, :4] = probs[:1, :4]  # exact ties: the lower label wins, as with argmax
+    probs[0, 5:8] = 1.0  # clamped extremes
+    probs[1, 9:12] = 0.0
+    p = probs.clamp(1e-7, 1 - 1e-7)
+    candidates = torch.cat([(1 - p).min(dim=0, keepdim=True).values, p])
+    merged = torch.softmax(torch.log(candidates / (1 - candidates)), dim=0)
+    expected_labels = merged.argmax(dim=0)
+    labels, soft = merge_objects(probs)
+    assert torch.equal(labels, expected_labels)
+    wins = expected_labels.unsqueeze(0) == torch.arange(1, objects + 1).view(-1, 1, 1)
+    torch.testing.assert_close(soft, merged[1:] * wins, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- refinement
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 4, 6, 9)])
 @pytest.mark.parametrize("channels_last", [False, True])
