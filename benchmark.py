@@ -13,21 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _size(text: str) -> tuple[int, int]:
-    """'WxH' -> (H, W)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 854x480") from None
-    return height, width
+from lib.sizes import frame_size_arg
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ftext", choices=("resnet18", "resnet101"), default="resnet18", help="backbone")
     p.add_argument("--dev", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--size", type=_size, default=(480, 854), help="frame size WIDTHxHEIGHT (default 854x480)")
+    p.add_argument("--size", type=frame_size_arg, default=(480, 854), help="frame size WIDTHxHEIGHT (default 854x480)")
     p.add_argument("--frames", type=int, default=60, help="frames per video (frame 0 starts the objects)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the median is reported")
     p.add_argument("--warmup-frames", type=int, default=8, help="untimed frames run before each configuration")

@@ -26,6 +26,7 @@ from dataset.errors import DatasetError
 from dataset.textures import background_texture, object_texture
 from lib.atomic import atomic_write_text
 from lib.image_io import write_image, write_label_png
+from lib.sizes import frame_size_arg
 
 LAYOUTS = ("davis", "ytvos")
 MANIFEST = "synthetic_manifest.json"
@@ -385,21 +386,13 @@ def generate_dataset(out: str | Path, layout: str = "davis", num_videos: int = 4
     return out
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must look like 432x240 (WIDTHxHEIGHT, as train.py), got {text!r}") from None
-    return height, width
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m dataset.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (new or empty)")
     parser.add_argument("--layout", choices=LAYOUTS, default="davis")
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--size", type=_parse_size, default=(240, 432), help="WIDTHxHEIGHT, e.g. 432x240 (as train.py --size)")
+    parser.add_argument("--size", type=frame_size_arg, default=(240, 432), help="WIDTHxHEIGHT, e.g. 432x240 (as train.py --size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-objects", type=int, default=3)
     parser.add_argument("--split", default="val", help="DAVIS: list name in ImageSets; YouTube-VOS: train or val")

@@ -21,6 +21,7 @@ from models.gfrtm import GFRTM
 from models.refiner import TSE, Upsampler, pyramid_upsample2x, resize
 from models.target_model import ScoreSpaceStatistics, TargetModel, apply_stencil
 from models.tracker import STAGES, Tracker
+from tests.square_video import square_video
 
 H, W, T = 64, 96, 14
 
@@ -28,21 +29,7 @@ H, W, T = 64, 96, 14
 # ---------------------------------------------------------------------------------------------- whole tracker
 def _video():
     """T frames, three drifting squares; object 3 starts on frame 2."""
-    rng = np.random.default_rng(3)
-    frames, labels = [], []
-    for t in range(T):
-        img = rng.integers(0, 60, size=(H, W, 3), dtype=np.uint8)
-        lab = np.zeros((H, W), np.uint8)
-        squares = [(8, 8 + t, (220, 40, 40)), (30, 60 - t, (40, 220, 40)), (40, 12, (40, 40, 220))]
-        for k, (y, x, c) in enumerate(squares):
-            if k == 2 and t < 2:
-                continue
-            img[y:y + 16, x:x + 16] = c
-            lab[y:y + 16, x:x + 16] = k + 1
-        frames.append(img)
-        labels.append(lab)
-    starts = {1: 0, 2: 0, 3: 2}
-    return frames, lambda i: {oid: labels[i] == oid for oid, s in starts.items() if s == i}
+    return square_video(T, H, W, seed=3, second_x=60, third_x=12)
 
 
 def _well_scaled_network() -> GFRTM:

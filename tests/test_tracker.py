@@ -9,31 +9,14 @@ from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
 from models.tracker import Tracker
+from tests.square_video import square_video
 
 H, W, T = 64, 96, 6
 
 
 def _video(seed: int = 0):
     """T frames with three square objects; object 3 starts on frame 2."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    labels = []
-    for t in range(T):
-        img = rng.integers(0, 60, size=(H, W, 3), dtype=np.uint8)
-        lab = np.zeros((H, W), np.uint8)
-        for k, (y, x, c) in enumerate([(8, 8 + t, (220, 40, 40)), (30, 50 - t, (40, 220, 40)), (40, 10, (40, 40, 220))]):
-            if k == 2 and t < 2:
-                continue
-            img[y:y + 16, x:x + 16] = c
-            lab[y:y + 16, x:x + 16] = k + 1
-        frames.append(img)
-        labels.append(lab)
-    starts = {1: 0, 2: 0, 3: 2}
-
-    def start_masks(i):
-        return {oid: labels[i] == oid for oid, s in starts.items() if s == i}
-
-    return frames, start_masks
+    return square_video(T, H, W, seed, second_x=50, third_x=10)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lib.sizes import parse_frame_size
 from models.config import BACKBONES, TrainConfig
 
 DSETS = ("all", "dv2017", "ytvos2018", "synthetic")
@@ -169,11 +170,10 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
 
 def parse_size(text: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' (as in 854x480) -> (H, W)."""
-    parts = text.lower().split("x")
     try:
-        width, height = (int(v) for v in parts)
-    except ValueError:
-        raise TrainingError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 854x480") from None
+        height, width = parse_frame_size(text)
+    except ValueError as err:
+        raise TrainingError(f"--size: {err}") from None
     if width < 32 or height < 32:
         raise TrainingError(f"--size {text}: frames must be at least 32x32 (the backbone's deepest stride is 32)")
     return height, width
