@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from lib.devices import resolve_device
 from lib.evaluation import build_tracker, load_network
 from lib.image_io import ImageReadError, write_label_png
 from lib.overlays import OverlayVideoWriter, frame_statuses
@@ -77,15 +77,16 @@ def run(args: argparse.Namespace) -> None:
         raise DemoError(f"--max-frames {args.max_frames}: give a positive number of frames")
     labels = read_start_mask(args.mask, video.size, resize=args.resize_mask)
     object_ids = [int(i) for i in np.unique(labels) if i != 0]
+    try:
+        device = resolve_device(args.dev)
+    except ValueError as err:
+        raise DemoError(str(err)) from None
+    model_path = _resolve_model(args.model)
+    net, trained_with = load_network(model_path, args.ftext, device)
+    # only a request that can run may replace an earlier run's files (--overwrite)
     output = Path(args.output or Path("demo_output") / video.path.stem)
     masks_dir, overlay_path = output / "masks", output / "overlay.mp4"
     _prepare_output(masks_dir, overlay_path, args.overwrite)
-
-    device = torch.device(args.dev or ("cuda:0" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DemoError(f"--dev {args.dev}: CUDA is not available on this machine; use --dev cpu")
-    model_path = _resolve_model(args.model)
-    net, trained_with = load_network(model_path, args.ftext, device)
     backbone_weights = args.backbone_weights or trained_with
     tracker = build_tracker(net, backbone_weights, args.tau, args.fast, False, device)
 

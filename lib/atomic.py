@@ -37,3 +37,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create `folder` and write (then remove) a file there; raises OSError when that fails.
+
+    Entry points call this before long work, so an unwritable output is found in the first second.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from lib.atomic import atomic_write_text
+from lib.devices import resolve_device
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
@@ -90,8 +91,10 @@ class BenchmarkOptions:
             raise BenchmarkError(f"--objects {self.object_counts}: counts are positive and must include 1")
         if self.amp and not self.device.startswith("cuda"):
             raise BenchmarkError("--amp is float16 autocast on CUDA: use it with --dev cuda")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise BenchmarkError(f"--dev {self.device}: CUDA is not available on this machine; use --dev cpu")
+        try:
+            resolve_device(self.device)
+        except ValueError as err:
+            raise BenchmarkError(str(err)) from None
 
 
 # ------------------------------------------------------------------------------------- inputs

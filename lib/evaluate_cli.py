@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,13 +12,14 @@ import torch
 from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text
 from lib.davis_scoring import ScoringError
+from lib.devices import resolve_device
 from lib.evaluation import (
     SUBMISSION_SETS,
     EvaluationError,
     RunOptions,
     build_tracker,
     load_network,
-    prepare_output,
+    plan_output,
     print_final_table,
     results_dir_name,
     run_sequences,
@@ -42,6 +44,14 @@ def run(args: argparse.Namespace, paths: dict, default_models: dict, demo_model:
 def _run(args, paths, default_models, demo_model: Path, default_device: str) -> None:
     output_root = Path(args.output or paths["output"])
     dset = "dv2017val" if args.dset == "demo" else args.dset
+    if not args.eval_only:  # settings that need no data are checked before any data is read or generated
+        try:
+            device = resolve_device(args.dev or default_device)
+        except ValueError as err:
+            raise EvaluationError(str(err)) from None
+        if args.amp and device.type != "cuda":
+            raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
+        model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
     root = _dataset_root(args, paths, output_root)
     split_file = args.split_file
     from dataset.registry import load_eval_sequences
@@ -58,22 +68,20 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
         print(f"wrote the CSV files into {results}")
         return
 
-    device = torch.device(args.dev or default_device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError(f"--dev {args.dev}: CUDA is not available on this machine; use --dev cpu")
-    if args.amp and device.type != "cuda":
-        raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
-    model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
     net, trained_with = load_network(model_path, args.ftext, device)
     backbone_weights = args.backbone_weights or trained_with
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    sweep_rows = []
+    plans = []  # every threshold's folder is checked before the first one runs
     for tau in args.tau:
         out = output_root / results_dir_name(args.dset, model_name, tau)
         opts = RunOptions(args.dset, set_name, out, tau, args.fast, args.amp, args.overwrite, args.restart)
-        todo = prepare_output(opts, sequences)
+        plans.append((tau, out, *plan_output(opts, sequences)))
+    sweep_rows = []
+    for tau, out, todo, wipe in plans:
+        if wipe:
+            shutil.rmtree(out)
         tracker = build_tracker(net, backbone_weights, tau, args.fast, args.amp, device)
         print(f"{args.dset}: {len(sequences)} sequences, model {model_name} ({net.cfg.backbone}), TH {tau:g}, "
               f"device {device} -> {out}")

@@ -1,7 +1,6 @@
 """Running G-FRTM over an evaluation set and scoring it (the logic behind evaluate.py)."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +41,12 @@ def results_dir_name(dset: str, model_name: str, tau: float) -> str:
     return f"{dset}-{model_name}-TH{tau:g}"
 
 
-def prepare_output(opts: RunOptions, sequences: list[VideoSequence]) -> list[VideoSequence]:
-    """Check the output folder and return the sequences still to run.
+def plan_output(opts: RunOptions, sequences: list[VideoSequence]) -> tuple[list[VideoSequence], bool]:
+    """Check the output folder; return the sequences still to run and whether to wipe the folder first.
 
-    A folder that already holds results is refused unless --overwrite (wipe it) or
-    --restart SEQ (keep the finished sequences before SEQ, rerun SEQ and later ones).
+    Touches nothing, so every threshold of a sweep is checked before any runs. A folder that already
+    holds results is refused unless --overwrite (wipe it) or --restart SEQ (keep the finished
+    sequences before SEQ, rerun SEQ and later ones).
     """
     out = opts.output_dir
     names = [s.name for s in sequences]
@@ -60,14 +60,14 @@ def prepare_output(opts: RunOptions, sequences: list[VideoSequence]) -> list[Vid
                 f"--restart {opts.restart}: {out} has no finished results for {missing[:5]} (which come before it); "
                 f"restart from {missing[0]} instead"
             )
-        return sequences[first:]
+        return sequences[first:], False
     if out.exists() and any(out.iterdir()):
         if not opts.overwrite:
             raise EvaluationError(
                 f"{out} already holds results. Use --overwrite to replace them, or --restart SEQ to resume from a sequence."
             )
-        shutil.rmtree(out)
-    return sequences
+        return sequences, True
+    return sequences, False
 
 
 def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, preload: bool = False) -> None:

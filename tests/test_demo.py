@@ -83,6 +83,11 @@ def test_demo_on_a_video_file(video_file, tmp_path, untrained, capsys):
     # a second run into the same folder is refused rather than mixed with the first
     rc = demo.main(["--video", str(video_file), "--mask", str(tmp_path / "first.png"), "--output", str(out)])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    # --overwrite with a request that cannot run keeps the earlier results
+    rc = demo.main(["--video", str(video_file), "--mask", str(tmp_path / "first.png"), "--output", str(out),
+                    "--overwrite", "--model", str(tmp_path / "missing.pth")])
+    assert rc == 2 and "missing.pth" in capsys.readouterr().err
+    assert len(list((out / "masks").glob("*.png"))) == T and (out / "overlay.mp4").is_file()
 
 
 def test_demo_on_a_folder_of_frames_from_a_later_mask_frame(frame_folder, tmp_path, untrained):

@@ -83,6 +83,12 @@ def test_results_are_refused_then_overwritten_or_resumed(tiny_davis, untrained_r
     assert _evaluate(tiny_davis, untrained_rn18, tmp_path, "--overwrite") == 0
     assert kept.stat().st_mtime_ns != stamp
 
+    # a sweep whose second threshold's folder holds results is refused before the first one runs
+    capsys.readouterr()
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path, "--TH", "1.0", "0.7") == 2
+    assert str(out) in capsys.readouterr().err
+    assert not (tmp_path / "dv2017val-untrained-TH1").exists()
+
 
 def test_eval_only_scores_a_folder_without_the_network(tiny_davis, tmp_path, capsys):
     """Ground-truth masks as results score 1; the CSVs are written into the scored folder."""
@@ -127,6 +133,12 @@ def test_bad_requests_stop_before_any_work(case, message, tiny_davis, untrained_
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bad_demo_request_generates_no_data(tmp_path, capsys):
+    rc = evaluate.main(["--dset", "demo", "--dev", "cpu", "--amp", "--output", str(tmp_path / "out")])
+    assert rc == 2 and "--amp" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # the synthetic demo data is generated only for a valid request
 
 
 def test_palette_masks_hold_the_object_ids(tiny_davis, untrained_rn18, tmp_path):

@@ -273,3 +273,11 @@ def test_benchmark_smoke_run_writes_a_sane_report(tmp_path, capsys):
 def test_benchmark_refuses_amp_on_the_cpu(capsys):
     assert benchmark.main(["--amp", "--dev", "cpu"]) == 2
     assert "--amp" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_an_unwritable_json_path_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert benchmark.main(["--json", str(blocker / "report.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--json" in err and "report.json" in err and "round" not in err  # nothing was measured

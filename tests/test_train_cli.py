@@ -89,9 +89,18 @@ def test_checkpoints_of_the_other_backbone_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--size", "480"], ["--size", "16x16"], ["--seq-len", "1"],
-                                   ["--dset", "davis2016"], ["--lr", "0"], ["--m2", "-0.1"]])
+                                   ["--dset", "davis2016"], ["--lr", "0"], ["--m2", "-0.1"], ["--dev", "gpu0"]])
 def test_bad_flags_exit_with_usage(tmp_path, flags, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_argv(tmp_path) + flags)
     assert exc.value.code == 2
     assert flags[0] in capsys.readouterr().err
+
+
+def test_cuda_on_a_machine_without_it_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main(_argv(tmp_path) + ["--dev", "cuda:0"])
+    assert exc.value.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()

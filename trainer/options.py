@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lib.atomic import probe_writable
+from lib.devices import resolve_device
 from lib.sizes import parse_frame_size
 from models.config import BACKBONES, TrainConfig
 
@@ -145,6 +145,11 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
         raise TrainingError(f"--m1 {args.m1} / --m2 {args.m2}: must not be negative")
     if args.epoch_samples is not None and args.epoch_samples < 1:
         raise TrainingError(f"--epoch-samples {args.epoch_samples}: must be at least 1")
+    if args.dev is not None:
+        try:
+            resolve_device(args.dev)
+        except ValueError as err:
+            raise TrainingError(str(err)) from None
     if args.synthetic_frames < args.seq_len:
         raise TrainingError(f"--synthetic-frames {args.synthetic_frames} is shorter than --seq-len {args.seq_len}")
     cfg = replace(
@@ -196,10 +201,7 @@ def check_dataset_roots(opts: TrainOptions) -> None:
 def check_writable(folder: Path, flag: str) -> None:
     """Create `folder` and prove a file can be written there, before any training time is spent."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as err:
         raise TrainingError(f"cannot write to {folder} ({err.strerror or err}); pass a writable folder with "
                             f"{flag}") from None
