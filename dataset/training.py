@@ -144,11 +144,22 @@ class TrainingSamples(Dataset):
 
 # ----------------------------------------------------------------------------- dataset folders
 def _paired_frames(image_dir: Path, annotation_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Frames that have both an image and an annotation, in frame order."""
+    """Each annotated frame with its image, in frame order (frames without annotation are not used).
+
+    An annotation whose image is missing is an error, not a frame quietly left out.
+    """
     if not annotation_dir.is_dir():
         return [], []
-    images = {p.stem: p for p in list_frame_files(image_dir, IMAGE_SUFFIXES)} if image_dir.is_dir() else {}
-    annotations = [p for p in list_frame_files(annotation_dir, (".png",)) if p.stem in images]
+    annotations = list_frame_files(annotation_dir, (".png",))
+    if annotations and not image_dir.is_dir():
+        raise DatasetError(f"{image_dir}: frame folder not found, but {annotation_dir} holds {len(annotations)} "
+                           f"annotations; restore the frames (JPEGImages) of this sequence")
+    images = {p.stem: p for p in list_frame_files(image_dir, IMAGE_SUFFIXES)} if annotations else {}
+    missing = [p.name for p in annotations if p.stem not in images]
+    if missing:
+        more = f" ({len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise DatasetError(f"{image_dir}: no image for the annotations {', '.join(missing[:5])}{more} of "
+                           f"{annotation_dir}; restore those frames or remove their annotations")
     return [images[p.stem] for p in annotations], annotations
 
 

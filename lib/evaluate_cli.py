@@ -94,7 +94,7 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
         write_gate_log(out / "gate_log.csv", records)
         summary = write_summary(out / "summary.json", records, scores, settings)
         if dset in SUBMISSION_SETS:
-            zip_path = out.with_suffix(".zip")
+            zip_path = out.parent / f"{out.name}.zip"  # not with_suffix: "TH0.7" has a dot
             write_submission_zip(zip_path, out, [s.name for s in sequences])
             print(f"submission: {zip_path}")
         if args.save_overlays:

@@ -7,7 +7,6 @@ files load unchanged and the project's files load in the published code: no key 
 from __future__ import annotations
 
 import os
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -79,15 +78,29 @@ def check_state_dict(state_dict: dict, backbone: str, source: str) -> None:
     )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint dict with a 'model' entry; tensors only (weights_only) unless the file needs more."""
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", trust_pickle: bool = False) -> dict:
+    """Read a checkpoint dict with a 'model' entry.
+
+    Tensors and plain containers only (torch's weights_only), because full unpickling runs code
+    stored in the file. `trust_pickle` (only `python -m trainer.export --trust-pickle`) allows it,
+    to convert a trusted file that holds other Python objects into a tensors-only one.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path (or --model)")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:
-        data = _load_trusted(path, map_location)
+    except Exception as err:
+        if trust_pickle:
+            data = _load_trusted(path, map_location)
+        else:
+            reason = str(err).strip().splitlines()[0][:160]
+            raise CheckpointError(
+                f"cannot read checkpoint {path} as tensors only ({type(err).__name__}: {reason}). The file is "
+                f"damaged, not a PyTorch checkpoint, or holds Python objects besides tensors, which load only by "
+                f"running code stored in the file. If it comes from a source you trust, convert it once with "
+                f"`python -m trainer.export --trust-pickle {path} CONVERTED.pth` and use CONVERTED.pth"
+            ) from None
     if not isinstance(data, dict):
         raise CheckpointError(
             f"checkpoint {path} holds a {type(data).__name__}, not a dict; expected {{'model': state_dict, ...}} "
@@ -104,17 +117,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def _load_trusted(path: Path, map_location) -> object:
-    """Full unpickling, for checkpoints that store Python objects besides tensors (e.g. training stats)."""
+    """Full unpickling, for trusted checkpoints that store Python objects besides tensors."""
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:
         raise CheckpointError(
             f"cannot read checkpoint {path} ({type(err).__name__}: {err}); the file is damaged or not a "
             f"PyTorch checkpoint: download or copy it again"
         ) from None
-    warnings.warn(f"{path} holds Python objects besides tensors; it was loaded with full unpickling "
-                  f"(only load checkpoints you trust)", stacklevel=3)
-    return data
 
 
 def load_gfrtm(path: str | os.PathLike, device="cpu", backbone: str | None = None) -> tuple[GFRTM, dict]:

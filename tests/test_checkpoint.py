@@ -18,6 +18,7 @@ from models.checkpoint import (
 )
 from models.config import NetworkConfig
 from models.gfrtm import GFRTM
+from trainer.export import main as export_main
 
 
 def _trained_like(backbone: str = "resnet18") -> GFRTM:
@@ -148,9 +149,18 @@ def test_resnet101_checkpoint_asked_as_resnet18_says_which_is_which(tmp_path):
     assert model.cfg.backbone == "resnet101"
 
 
-def test_checkpoint_with_python_objects_loads_with_a_warning(tmp_path):
-    path = _save_model_dict(tmp_path / "published.pth", GFRTM(NetworkConfig()).state_dict(),
-                            stats=fractions.Fraction(1, 3))
-    with pytest.warns(UserWarning, match="published.pth holds Python objects"):
-        checkpoint = load_checkpoint(path)
-    assert checkpoint["stats"] == fractions.Fraction(1, 3)
+def test_checkpoint_with_python_objects_is_refused_until_converted_on_trust(tmp_path, capsys):
+    state = GFRTM(NetworkConfig()).state_dict()
+    src = _save_model_dict(tmp_path / "published.pth", state, stats=fractions.Fraction(1, 3), epoch=7)
+    with pytest.raises(CheckpointError, match=r"published.pth as tensors only.*--trust-pickle"):
+        load_checkpoint(src)  # loading it would run code stored in the file
+    assert export_main([str(src), str(tmp_path / "converted.pth")]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err and not (tmp_path / "converted.pth").exists()
+
+    assert export_main(["--trust-pickle", str(src), str(tmp_path / "converted.pth")]) == 0
+    assert "left out (not tensors-only): stats" in capsys.readouterr().out
+    converted = load_checkpoint(tmp_path / "converted.pth")  # tensors only now
+    assert converted["epoch"] == 7 and "stats" not in converted
+    model, _ = load_gfrtm(tmp_path / "converted.pth")
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,16 @@ def test_palette_masks_hold_the_object_ids(tiny_davis, untrained_rn18, tmp_path)
     ids = set(np.unique(read_label_png(tiny_davis / "Annotations" / "480p" / seq / "00000.png")).tolist())
     got = read_label_png(tmp_path / "dv2017val-untrained-TH1" / seq / "00000.png")
     assert got.shape == SIZE and set(np.unique(got).tolist()) <= ids  # frame 0 is the given mask
+
+
+def test_youtube_vos_sweep_writes_one_submission_zip_per_threshold(untrained_rn18, tmp_path):
+    root = generate_dataset(tmp_path / "ytvos", "ytvos", num_videos=1, num_frames=10, size=SIZE, seed=3, split="val")
+    video = json.loads((root / "valid" / "meta.json").read_text())["videos"]
+    name = next(iter(video))
+    assert evaluate.main(["--dset", "yt2018val", "--ytvos-root", str(root), "--model", str(untrained_rn18),
+                          "--dev", "cpu", "--output", str(tmp_path / "out"), "--TH", "1.0", "0.7"]) == 0
+    for tau in ("1", "0.7"):
+        with zipfile.ZipFile(tmp_path / "out" / f"yt2018val-untrained-TH{tau}.zip") as zf:
+            entries = sorted(zf.namelist())
+        annotated = sorted(p.name for p in (root / "valid" / "JPEGImages" / name).glob("*.jpg"))
+        assert entries == [f"Annotations/{name}/{Path(f).stem}.png" for f in annotated]

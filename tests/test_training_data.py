@@ -151,6 +151,21 @@ def test_annotation_size_differing_from_its_frame_is_reported_before_training(da
         build_training_set("synthetic", root, None, CFG, tmp_path / "cache")
 
 
+def test_annotations_without_their_frames_are_named_not_dropped(davis_root, ytvos_root, tmp_path):
+    root = Path(shutil.copytree(davis_root, tmp_path / "davis"))
+    (root / "JPEGImages" / "480p" / "synth001" / "00005.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"synth001: no image for the annotations 00005.png"):
+        build_training_set("synthetic", root, None, CFG, tmp_path / "cache")
+    shutil.copy(davis_root / "JPEGImages" / "480p" / "synth001" / "00005.jpg", root / "JPEGImages" / "480p" / "synth001")
+    shutil.rmtree(root / "JPEGImages" / "480p" / "synth002")
+    with pytest.raises(DatasetError, match=r"synth002: frame folder not found"):
+        build_training_set("synthetic", root, None, CFG, tmp_path / "cache")
+    yt = Path(shutil.copytree(ytvos_root, tmp_path / "ytvos"))
+    shutil.rmtree(yt / "train" / "JPEGImages")
+    with pytest.raises(DatasetError, match=r"frame folder not found"):
+        build_training_set("yt2018", None, yt, CFG, tmp_path / "cache")
+
+
 def test_cache_inside_the_code_package_is_refused(davis_root):
     package = Path(stats_cache.__file__).resolve().parent
     with pytest.raises(DatasetError, match="may not live inside the code package"):
