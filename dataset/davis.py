@@ -16,7 +16,7 @@ from dataset.errors import DatasetError
 from dataset.sequence import (
     IMAGE_SUFFIXES,
     VideoSequence,
-    check_frames_nonempty,
+    check_frames_readable,
     list_frame_files,
     object_ids_in,
     read_name_list,
@@ -112,7 +112,7 @@ def _davis_sequence(name: str, images: list[Path], annotations: list[Path | None
     if annotations[0] is None:
         raise DatasetError(f"{expected_first}: sequence {name!r} has no annotation for its first frame "
                            f"{images[0].stem}; DAVIS needs the first frame annotated")
-    check_frames_nonempty(name, images)
+    check_frames_readable(name, images)
     first = read_label_png(annotations[0])
     object_ids = ([1] if np.any(first != 0) else []) if merge else object_ids_in(first)
     if not object_ids:

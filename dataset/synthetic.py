@@ -314,7 +314,8 @@ def _check_arguments(layout: str, num_videos: int, num_frames: int, size: tuple[
         raise DatasetError(f"synthetic dataset: need videos >= 1, frames >= 2, max_objects >= 1 and seed >= 0 "
                            f"(got {num_videos}, {num_frames}, {max_objects}, {seed})")
     if len(size) != 2 or min(size) < 16:
-        raise DatasetError(f"synthetic dataset: size must be (H, W) with both at least 16, got {size}")
+        raise DatasetError(f"synthetic dataset: frames must be at least 16x16 (--size WIDTHxHEIGHT), got "
+                           f"{'x'.join(map(str, size[::-1]))}")
     if layout == "ytvos" and split not in ("train", "val", "valid"):
         raise DatasetError(f"synthetic YouTube-VOS split must be 'train' or 'val', got {split!r}")
     if layout == "davis" and (not split or not split.replace("-", "").replace("_", "").isalnum()):

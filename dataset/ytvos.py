@@ -16,7 +16,7 @@ from dataset.errors import DatasetError
 from dataset.sequence import (
     IMAGE_SUFFIXES,
     VideoSequence,
-    check_frames_nonempty,
+    check_frames_readable,
     list_frame_files,
     object_ids_in,
     read_name_list,
@@ -77,7 +77,7 @@ def _frames(image_root: Path, video: str, listed_in: str) -> list[Path]:
     images = list_frame_files(folder, IMAGE_SUFFIXES)
     if not images:
         raise DatasetError(f"{folder}: no frames (.jpg/.png) for video {video!r}")
-    check_frames_nonempty(video, images)
+    check_frames_readable(video, images)
     return images
 
 

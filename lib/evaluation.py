@@ -81,12 +81,12 @@ def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, p
         if preload:
             seq.preload()
         wanted = set(seq.output_frames)
-        bar = tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True)
-        for result in tracker.track(prefetch(seq.frames(), tracker.cfg.prefetch_frames), seq.start_masks):
-            if result.index in wanted:
-                write_label_png(out / seq.name / f"{seq.frame_names[result.index]}.png", result.labels)
-            bar.update(1)
-        bar.close()
+        # `with`: an error mid-sequence clears the bar, so its message gets a line of its own
+        with tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True) as bar:
+            for result in tracker.track(prefetch(seq.frames(), tracker.cfg.prefetch_frames), seq.start_masks):
+                if result.index in wanted:
+                    write_label_png(out / seq.name / f"{seq.frame_names[result.index]}.png", result.labels)
+                bar.update(1)
         st = tracker.stats
         gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in tracker.gate_log]
         save_sequence_record(

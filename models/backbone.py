@@ -146,7 +146,8 @@ def _download_imagenet(name: str) -> dict:
             f"cannot get the ImageNet weights of {name} ({type(err).__name__}: {err}). "
             f"Put the file {os.path.basename(url)} (from {url}) into {cache}, "
             f"or pass `--backbone-weights PATH` with a torchvision {name} state-dict file, "
-            f"or `--backbone-weights none` for a random backbone (results will be meaningless)."
+            f"or `--backbone-weights none` for a deterministic random backbone (only for models trained with it, "
+            f"such as the synthetic demo model; the published checkpoints need the ImageNet weights)."
         ) from None
 
 

@@ -29,9 +29,16 @@ def detect_backbone(state_dict: dict, source: str) -> str:
     """The backbone a G-FRTM state dict was trained with, from the layer4 TSE input channels."""
     weight = state_dict.get(BACKBONE_KEY)
     if not isinstance(weight, Tensor) or weight.dim() != 4:
+        keys = [str(k) for k in state_dict]
+        if any(k.startswith("module.") for k in keys):
+            hint = ("its keys start with 'module.' (saved from a DistributedDataParallel wrapper): strip that "
+                    "prefix, e.g. {k.removeprefix('module.'): v for k, v in state_dict.items()}")
+        else:
+            shown = ", ".join(keys[:SHOWN_KEYS]) + (f" ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else "")
+            hint = f"its {len(keys)} keys begin {shown or '(none)'}; is this a G-FRTM checkpoint?"
         raise CheckpointError(
-            f"{source}: no tensor {BACKBONE_KEY!r} in the 'model' state dict, so the backbone cannot be "
-            f"told; is this a G-FRTM checkpoint?"
+            f"{source}: no 4-d tensor {BACKBONE_KEY!r} in the 'model' state dict, so the backbone cannot be "
+            f"told; {hint}"
         )
     by_channels = {FEATURE_CHANNELS[name]["layer4"]: name for name in BACKBONES}
     channels = weight.shape[1]

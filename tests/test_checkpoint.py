@@ -70,6 +70,11 @@ def test_backbone_is_detected_from_the_layer4_reduce_weight():
         detect_backbone({"refiner.TSE.layer4.reduce.0.weight": torch.zeros(64, 512, 1, 1)}, "odd.pth")
     with pytest.raises(CheckpointError, match="empty.pth.*refiner.TSE.layer4.reduce.0.weight"):
         detect_backbone({}, "empty.pth")
+    wrapped = {f"module.{k}": v for k, v in GFRTM(NetworkConfig()).state_dict().items()}
+    with pytest.raises(CheckpointError, match="ddp.pth.*start with 'module.'"):
+        detect_backbone(wrapped, "ddp.pth")
+    with pytest.raises(CheckpointError, match=r"other.pth.*its 4 keys begin a, b, c \(1 more\)"):
+        detect_backbone(dict.fromkeys("abcd", torch.zeros(1)), "other.pth")
 
 
 def test_expected_shapes_need_no_file():

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -242,9 +243,17 @@ def test_unreadable_images_are_named(davis_root, tmp_path):
     with pytest.raises(DatasetError, match="00006.jpg: empty frame file"):
         load_eval_sequences("dv2017val", root)
     (root / "JPEGImages" / "480p" / "synth001" / "00006.jpg").write_bytes(b"\xff\xd8 truncated")
-    seq = load_eval_sequences("dv2017val", root, sequences=["synth001"])[0]
-    with pytest.raises(ImageReadError, match="00006.jpg: not a readable image"):
+    with pytest.raises(ImageReadError, match="00006.jpg: not a readable image"):  # every header is read up front
+        load_eval_sequences("dv2017val", root)
+    whole = (davis_root / "JPEGImages" / "480p" / "synth001" / "00006.jpg").read_bytes()
+    (root / "JPEGImages" / "480p" / "synth001" / "00006.jpg").write_bytes(whole[:len(whole) // 2])
+    seq = load_eval_sequences("dv2017val", root, sequences=["synth001"])[0]  # a sound header, a cut-off body:
+    with pytest.raises(ImageReadError, match="00006.jpg: not a readable image"):  # found when decoded
         list(seq.frames())
+    shutil.copy(davis_root / "JPEGImages" / "480p" / "synth001" / "00006.jpg", root / "JPEGImages" / "480p" / "synth001")
+    cv2.imwrite(str(root / "JPEGImages" / "480p" / "synth001" / "00003.jpg"), np.zeros((32, 56, 3), np.uint8))
+    with pytest.raises(DatasetError, match="00003.jpg: frame is 56x32 but .*00000.jpg is 112x64"):
+        load_eval_sequences("dv2017val", root)
 
 
 def test_annotation_ids_missing_from_meta_json_are_reported(ytvos_valid, tmp_path):
