@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.sizes import frame_size_arg
+from lib.arg_types import frame_size_arg
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lib.arg_types import reuse_threshold_arg
+from lib.atomic import probe_writable
 from lib.devices import resolve_device
 from lib.evaluation import build_tracker, load_network
 from lib.image_io import ImageReadError, write_label_png
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                    "when present, else an untrained network)")
     p.add_argument("--ftext", choices=("resnet18", "resnet101"), help="backbone; must agree with the checkpoint")
     p.add_argument("--dev", default=None, help="device, e.g. cuda:0 or cpu (default: cuda:0 when CUDA exists)")
-    p.add_argument("--TH", "--tau", dest="tau", type=float, default=TrackerConfig().tau,
+    p.add_argument("--TH", "--tau", dest="tau", type=reuse_threshold_arg, default=TrackerConfig().tau,
                    help="reuse threshold: an object reuses iff p_reuse > TH (default %(default)s)")
     p.add_argument("--fast", action="store_true", help="fewer target-model optimiser iterations")
     p.add_argument("--backbone-weights", default=None,
@@ -86,6 +88,10 @@ def run(args: argparse.Namespace) -> None:
     # only a request that can run may replace an earlier run's files (--overwrite)
     output = Path(args.output or Path("demo_output") / video.path.stem)
     masks_dir, overlay_path = output / "masks", output / "overlay.mp4"
+    try:
+        probe_writable(output)
+    except OSError as err:
+        raise DemoError(f"--output {output}: cannot write there ({err.strerror or err}); pick a writable folder")
     _prepare_output(masks_dir, overlay_path, args.overwrite)
     backbone_weights = args.backbone_weights or trained_with
     tracker = build_tracker(net, backbone_weights, args.tau, args.fast, False, device)

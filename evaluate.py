@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lib.arg_types import reuse_threshold_arg
+
 paths = {
     "models": "weights",  # published G-FRTM checkpoints (rn18_all.pth, rn101_all.pth, rn18_ytvos.pth)
     "davis": "/data/DAVIS",  # DAVIS 2017 trainval (or the DAVIS 2016 release for dv2016val)
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="checkpoint file, or a file name inside paths['models'] (default: by --ftext and --dset)")
     p.add_argument("--ftext", choices=("resnet18", "resnet101"), help="backbone; must agree with the checkpoint")
     p.add_argument("--dev", default=None, help="device, e.g. cuda:0 or cpu (default: cuda:0 when CUDA exists)")
-    p.add_argument("--TH", "--tau", dest="tau", type=float, nargs="+", default=[0.7],
+    p.add_argument("--TH", "--tau", dest="tau", type=reuse_threshold_arg, nargs="+", default=[0.7],
                    help="reuse threshold(s): an object reuses iff p_reuse > TH; several values run a sweep")
     p.add_argument("--fast", action="store_true", help="fewer target-model optimiser iterations (DESIGN 4)")
     p.add_argument("--amp", action="store_true", help="CUDA only: float16 autocast")

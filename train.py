@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from dataset.errors import DatasetError
     from models.backbone import BackboneWeightsError
     from models.checkpoint import CheckpointError
+    from trainer.distributed import PeerStopped
     from trainer.loop import run_training
     from trainer.options import TrainingError, parse_options
     from trainer.tm_cache import CacheMismatchError, TargetModelFitError
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             TargetModelFitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PeerStopped:
+        return 2  # under torchrun: rank 0 printed the reason
     return 0
 
 

@@ -26,7 +26,7 @@ from dataset.errors import DatasetError
 from dataset.textures import background_texture, object_texture
 from lib.atomic import atomic_write_text
 from lib.image_io import write_image, write_label_png
-from lib.sizes import frame_size_arg
+from lib.arg_types import frame_size_arg
 
 LAYOUTS = ("davis", "ytvos")
 MANIFEST = "synthetic_manifest.json"

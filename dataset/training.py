@@ -3,7 +3,9 @@
 One item is one object of one sequence seen in `seq_len` frames: a first frame where the object
 is visible, then seq_len-1 other annotated frames of the sequence drawn at random without
 replacement (kept in the order drawn). Frames are resized to cfg.image_size; the object becomes
-label 1 and everything else 0.
+label 1 and everything else 0. An item gives its frames both as indices into the sequence's list
+of annotated frames ('frames') and as the numbers in their annotation file names
+('frame_numbers': 00035.png -> 35); they differ where not every frame is annotated (YouTube-VOS).
 
 Epochs: every DAVIS (sequence, object) pair appears davis_repeats times; YouTube-VOS contributes
 ytvos_samples pairs drawn at random from sequences with at least seq_len + 2 annotated frames.
@@ -15,7 +17,7 @@ worker must receive the dataset after set_epoch).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -51,9 +53,22 @@ class TrainingSequence:
     image_paths: list[Path]
     annotation_paths: list[Path]
     pixel_counts: PixelCounts
+    frame_numbers: list[int] = field(init=False)  # of the annotation files, in the order of annotation_paths
+
+    def __post_init__(self) -> None:
+        # the target-model cache and error messages name frames by these numbers (DESIGN 5)
+        self.frame_numbers = [frame_number(p) for p in self.annotation_paths]
 
     def __len__(self) -> int:
         return len(self.image_paths)
+
+
+def frame_number(annotation: Path) -> int:
+    """The frame number in an annotation file name (00035.png -> 35)."""
+    if not (annotation.stem.isascii() and annotation.stem.isdigit()):
+        raise DatasetError(f"{annotation}: annotation file names must be frame numbers (as 00035.png); rename the "
+                           f"annotations of this sequence")
+    return int(annotation.stem)
 
 
 @dataclass
@@ -121,7 +136,8 @@ class TrainingSamples(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         """images uint8 (N, 3, H, W), labels float32 (N, 1, H, W) in {0, 1}, sequence, object_id,
-        frames LongTensor (N,) (indices into the sequence's annotated frames; frames[0] is the first)."""
+        frames LongTensor (N,) (indices into the sequence's annotated frames; frames[0] is the first) and
+        frame_numbers LongTensor (N,) (the same frames' annotation file numbers)."""
         seq, object_id, frames = self.draw_frames(i)
         images, labels = [], []
         for f in frames:
@@ -139,6 +155,7 @@ class TrainingSamples(Dataset):
             "sequence": seq.name,
             "object_id": int(object_id),
             "frames": torch.tensor(frames, dtype=torch.long),
+            "frame_numbers": torch.tensor([seq.frame_numbers[f] for f in frames], dtype=torch.long),
         }
 
 

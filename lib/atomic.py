@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; read once, at import, before any threads
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it onto `path`.
@@ -23,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; results are to be shared
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -118,7 +118,8 @@ def score_results_folder(results_dir: str | os.PathLike,
 
 def _check_results_folder(results_dir: Path, sequences: Sequence[tuple[str, list[str], list[Path]]]) -> None:
     if not results_dir.is_dir():
-        raise ScoringError(f"results folder {results_dir} does not exist")
+        what = "is a file, not a folder" if results_dir.exists() else "does not exist"
+        raise ScoringError(f"results folder {results_dir} {what}; pass the folder that holds <sequence>/<frame>.png")
     if not any(results_dir.iterdir()):
         raise ScoringError(f"results folder {results_dir} is empty: expected one folder of PNG masks per sequence")
     missing = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from dataset.errors import DatasetError
-from lib.atomic import atomic_write_text
+from lib.atomic import atomic_write_text, probe_writable
 from lib.davis_scoring import ScoringError
 from lib.devices import resolve_device
 from lib.evaluation import (
@@ -52,6 +52,10 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
         if args.amp and device.type != "cuda":
             raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
         model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
+    if args.eval_only:
+        _check_writable(Path(args.eval_only), "--eval-only")  # the CSVs are written into the scored folder
+    else:
+        _check_writable(output_root, "--output")
     root = _dataset_root(args, paths, output_root)
     split_file = args.split_file
     from dataset.registry import load_eval_sequences
@@ -63,6 +67,10 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
         results = Path(args.eval_only)
         if dset in SUBMISSION_SETS:
             raise EvaluationError(f"{args.dset} has no public ground truth: it cannot be scored locally")
+        earlier = [p.name for p in (results / f"global_results-{set_name}.csv",
+                                    results / f"per-sequence_results-{set_name}.csv") if p.exists()]
+        if earlier and not args.overwrite:
+            raise EvaluationError(f"{results} already holds {', '.join(earlier)}; pass --overwrite to replace them")
         scores = score_run(dset, set_name, sequences, results)
         print_final_table(args.dset, {"frames": 0, "fps": float("nan"), "reuse_rate": float("nan"), "scores": scores})
         print(f"wrote the CSV files into {results}")
@@ -91,7 +99,7 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
         settings = {"dset": args.dset, "model": str(model_path) if model_path else "untrained", "backbone":
                     net.cfg.backbone, "backbone_weights": backbone_weights, "tau": tau, "fast": args.fast,
                     "amp": args.amp, "device": str(device), "torch": torch.__version__}
-        write_gate_log(out / "gate_log.csv", records)
+        write_gate_log(out / "gate_log.csv", records, {s.name: s.frame_names for s in sequences})
         summary = write_summary(out / "summary.json", records, scores, settings)
         if dset in SUBMISSION_SETS:
             zip_path = out.parent / f"{out.name}.zip"  # not with_suffix: "TH0.7" has a dot
@@ -106,6 +114,16 @@ def _run(args, paths, default_models, demo_model: Path, default_device: str) -> 
         sweep_rows.append((tau, summary))
     if len(args.tau) > 1:
         _write_sweep(output_root / f"{args.dset}-{model_name}-sweep", sweep_rows)
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    """Fail in the first second, not after the first sequence, when results cannot be written."""
+    if flag == "--eval-only" and not folder.is_dir():
+        return  # scoring names the missing folder itself
+    try:
+        probe_writable(folder)
+    except OSError as err:
+        raise EvaluationError(f"{flag} {folder}: cannot write there ({err.strerror or err}); pick a writable folder")
 
 
 def _dataset_root(args, paths: dict, output_root: Path) -> Path:

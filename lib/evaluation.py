@@ -131,7 +131,10 @@ def build_tracker(net: GFRTM, backbone_weights: str, tau: float, fast: bool, amp
 
 def print_final_table(dset: str, summary: dict) -> None:
     scores = summary.get("scores")
-    lines = [f"\n{dset}: {summary['frames']} frames, {summary['fps']:.2f} fps, reuse rate {summary['reuse_rate']:.3f}"]
+    if summary["frames"]:
+        lines = [f"\n{dset}: {summary['frames']} frames, {summary['fps']:.2f} fps, reuse rate {summary['reuse_rate']:.3f}"]
+    else:  # --eval-only: nothing was tracked, so there is no speed to report
+        lines = [f"\n{dset}: scores of the results folder"]
     if scores:
         lines.append(format_table(scores))
     else:

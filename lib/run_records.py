@@ -63,14 +63,16 @@ def totals(records: list[SequenceRecord]) -> dict[str, float]:
     }
 
 
-def write_gate_log(path: Path, records: list[SequenceRecord]) -> None:
-    """CSV with one row per object and frame after the object's first: sequence, frame, object, p_reuse, decision."""
+def write_gate_log(path: Path, records: list[SequenceRecord], frame_names: dict[str, list[str]]) -> None:
+    """CSV with one row per object and frame after the object's first: sequence, frame (index in the
+    video), frame_name (its file name: YouTube-VOS numbers only every 5th frame), object, p_reuse, decision."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["sequence", "frame", "object", "p_reuse", "decision"])
+    writer.writerow(["sequence", "frame", "frame_name", "object", "p_reuse", "decision"])
     for r in records:
+        names = frame_names[r.name]
         for frame, obj, p, reused in r.gate:
-            writer.writerow([r.name, frame, obj, f"{p:.6f}", "reuse" if reused else "compute"])
+            writer.writerow([r.name, frame, names[frame], obj, f"{p:.6f}", "reuse" if reused else "compute"])
     atomic_write_text(path, buf.getvalue())
 
 

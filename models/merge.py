@@ -18,8 +18,8 @@ def merge_objects(probs: Tensor) -> tuple[Tensor, Tensor]:
 
     With one object the label is simply p > 0.5. With several, the background
     probability is min over objects of (1 - p) and the label is the argmax of a softmax
-    over the log-odds log(p / (1 - p)) of background and objects (FRTM's merge; the
-    argmax is the same as that of p / (1 - p)).
+    over the log-odds log(p / (1 - p)) of background and objects (RGMP's soft aggregation,
+    our reading of DESIGN 4's "softmax over p / (1 - p)"; see the README's list of differences).
 
     The softmax of log-odds is computed as odds / sum(odds) (the same value; clamping keeps odds
     below 1e7) and the argmax as a running maximum over objects: reductions across the object

@@ -1,11 +1,18 @@
-"""Multi-process training: two gloo processes on the CPU end their steps with identical parameters."""
+"""Multi-process training: two gloo processes on the CPU end their steps with identical parameters,
+and stop together (exit code 2, one message) when a check that only rank 0 makes fails."""
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
+from tests.test_train_cli import _argv
 from tests.test_train_step import _batch, _options
 from trainer import distributed
 from trainer.distributed import DistInfo
@@ -39,6 +46,36 @@ def test_two_gloo_processes_end_a_step_with_identical_parameters(tmp_path):
         torch.testing.assert_close(ranks[1][key], ranks[0][key], rtol=0, atol=0, msg=key)
     changed = [k for k in initial if not torch.equal(initial[k], ranks[0][k])]
     assert len(changed) > len(initial) // 2  # the steps did train
+
+
+def _cli_worker(rank: int, port: int, argv: list[str], tmp: str) -> None:
+    """train.main as torchrun would start it on `rank`; records the exit code and what went to stderr."""
+    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from train import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    (Path(tmp) / f"cli{rank}.json").write_text(json.dumps({"code": code, "stderr": err.getvalue()}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failed_rank_0_check_stops_every_rank_cleanly(tmp_path):
+    (tmp_path / "a-file").write_text("in the way")
+    argv = _argv(tmp_path, "--max-epochs", "1", "--dev", "cpu")
+    argv[argv.index("--checkpoints") + 1] = str(tmp_path / "a-file" / "ckpt")  # rank 0 checks it
+    mp.spawn(_cli_worker, args=(_free_port(), argv, str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [json.loads((tmp_path / f"cli{r}.json").read_text()) for r in range(WORLD)]
+    assert [r["code"] for r in ranks] == [2, 2]
+    assert "--checkpoints" in ranks[0]["stderr"] and "Traceback" not in ranks[0]["stderr"]
+    assert ranks[1]["stderr"] == ""  # only rank 0 reports
+    assert not (tmp_path / "tmcache" / "data").exists()  # nothing was generated
 
 
 def test_epoch_sampler_shards_a_capped_epoch_without_overlap():

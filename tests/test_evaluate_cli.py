@@ -60,7 +60,8 @@ def test_demo_command_runs_with_the_demo_model(tmp_path, capsys):
     assert 0.2 < summary["reuse_rate"] < 0.9
     with open(out / "gate_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows and {"sequence", "frame", "object", "p_reuse", "decision"} <= set(rows[0])
+    assert rows and {"sequence", "frame", "frame_name", "object", "p_reuse", "decision"} <= set(rows[0])
+    assert all(r["frame_name"] == f"{int(r['frame']):05d}" for r in rows)  # DAVIS numbers every frame
     assert "J&F-Mean" in capsys.readouterr().out
 
 
@@ -99,11 +100,16 @@ def test_eval_only_scores_a_folder_without_the_network(tiny_davis, tmp_path, cap
     with open(results / "global_results-dv2017val.csv", newline="") as f:
         scores = next(csv.DictReader(f))
     assert float(scores["J&F-Mean"]) == 1.0
+    assert "nan" not in capsys.readouterr().out  # nothing was tracked: no speed is printed
+    # the scores just written are not replaced without --overwrite
+    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
     # a missing frame is named
     missing = sorted((results / _sequences(tiny_davis)[0]).glob("*.png"))[2]
     missing.unlink()
     capsys.readouterr()
-    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 2
+    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results),
+                          "--overwrite"]) == 2
     assert missing.name in capsys.readouterr().err
 
 
@@ -134,6 +140,17 @@ def test_bad_requests_stop_before_any_work(case, message, tiny_davis, untrained_
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unwritable_output_and_bad_thresholds_are_refused_up_front(tiny_davis, untrained_rn18, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert _evaluate(tiny_davis, untrained_rn18, tmp_path / "a_file" / "out") == 2
+    assert "--output" in capsys.readouterr().err
+    for bad in ("1.5", "-0.1", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            _evaluate(tiny_davis, untrained_rn18, tmp_path / "out", "--TH", bad)
+        assert exc.value.code == 2 and "--TH" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_demo_request_generates_no_data(tmp_path, capsys):

@@ -9,7 +9,9 @@ import torch
 from models.checkpoint import save_gfrtm
 from models.config import NetworkConfig
 from models.gfrtm import GFRTM
-from train import main
+from train import main, paths
+from trainer.loop import check_before_training
+from trainer.options import build_parser, parse_options
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 STAT_KEYS = {"loss", "seg", "delta", "gate", "iou", "reuse_rate", "lr", "tm_cache_hits"}
@@ -49,10 +51,13 @@ def test_synthetic_run_writes_checkpoints_logs_cache_and_resumes(tmp_path, capsy
     first_written = ep1.stat().st_mtime_ns
 
     capsys.readouterr()
-    assert main(_argv(tmp_path, "--max-epochs", "2")) == 0
-    assert f"resuming from {ep1}" in capsys.readouterr().out
+    assert main(_argv(tmp_path, "--max-epochs", "2", "--lr", "1e-3")) == 0  # resumed with another --lr
+    out = capsys.readouterr().out
+    assert f"resuming from {ep1}" in out and "--lr 0.001 replaces the checkpoint's initial lr 0.0005" in out
     ep2 = torch.load(tmp_path / "ckpt" / "cli" / "cli_ep0002.pth", weights_only=True)
     assert ep2["epoch"] == 2 and ep1.stat().st_mtime_ns == first_written
+    assert [g["initial_lr"] for g in ep2["optimizer"]["param_groups"]] == [1e-3, 1e-3]
+    assert ep2["scheduler"]["base_lrs"] == [1e-3, 1e-3] and ep2["stats"]["lr"] == 1e-3
     assert ep2["scheduler"]["last_epoch"] == 2
     assert ep2["stats"]["tm_cache_hits"] + ep2["stats"]["tm_cache_misses"] == 2  # one lookup per sample
 
@@ -89,12 +94,62 @@ def test_checkpoints_of_the_other_backbone_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--size", "480"], ["--size", "16x16"], ["--seq-len", "1"],
-                                   ["--dset", "davis2016"], ["--lr", "0"], ["--m2", "-0.1"], ["--dev", "gpu0"]])
+                                   ["--dset", "davis2016"], ["--lr", "0"], ["--m2", "-0.1"], ["--dev", "gpu0"],
+                                   ["--name", "runs/a"], ["--name", "a\\b"], ["--name", ""], ["--name", "."],
+                                   ["--name", ".."], ["--initPth", "no-such-checkpoint.pth"]])
 def test_bad_flags_exit_with_usage(tmp_path, flags, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_argv(tmp_path) + flags)
     assert exc.value.code == 2
     assert flags[0] in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_lr_is_marked_as_given_only_when_on_the_command_line(tmp_path):
+    default = parse_options(_argv(tmp_path), paths)
+    assert default.cfg.lr == 5e-4 and not default.lr_given
+    given = parse_options(_argv(tmp_path, "--lr", "5e-4"), paths)
+    assert given.cfg.lr == 5e-4 and given.lr_given
+
+
+def test_help_shows_zero_defaults():
+    text = " ".join(build_parser(paths).format_help().split())  # argparse wraps lines
+    assert "dead zone of the gate loss (default: 0.0)" in text
+    assert "random seed (default: 0)" in text
+    assert "(default: 0.0005)" in text  # --lr, which defaults to None to tell whether it was given
+
+
+def test_a_cache_of_another_frame_size_or_other_synthetic_videos_is_refused(tmp_path, capsys):
+    check_before_training(parse_options(_argv(tmp_path), paths), 1)  # writes the cache index of 112x64
+    assert (tmp_path / "tmcache" / "resnet18-c32_gTrue" / "cache_info.json").is_file()
+    for flags, key in ((["--size", "128x64"], "image_size"), (["--synthetic-videos", "3"], "synthetic_data")):
+        assert main(_argv(tmp_path, "--max-epochs", "1", "--name", "other", *flags)) == 2
+        err = capsys.readouterr().err
+        assert key in err and "--tmcache" in err
+    assert not any(p.is_file() for p in (tmp_path / "tmcache" / "data").rglob("*"))  # refused before generating
+
+
+def test_unwritable_synthetic_root_fails_before_training(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("in the way")
+    assert main(_argv(tmp_path, "--max-epochs", "1", "--synthetic-root", str(tmp_path / "a-file" / "data"))) == 2
+    assert "--synthetic-root" in capsys.readouterr().err
+
+
+def test_read_only_cache_must_exist(tmp_path, capsys):
+    assert main(_argv(tmp_path, "--max-epochs", "1", "--tmcache-readonly")) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "tmcache") in err and "--tmcache-readonly" in err
+    (tmp_path / "tmcache" / "resnet101-c32_gTrue").mkdir(parents=True)  # a cache, but not of this backbone
+    assert main(_argv(tmp_path, "--max-epochs", "1", "--tmcache-readonly")) == 2
+    assert "no resnet18-c32_gTrue folder" in capsys.readouterr().err
+
+
+def test_read_only_cache_trains_on_synthetic_videos_written_elsewhere(tmp_path):
+    cache = tmp_path / "tmcache" / "resnet18-c32_gTrue"
+    cache.mkdir(parents=True)
+    assert main(_argv(tmp_path, "--max-epochs", "1", "--tmcache-readonly")) == 0
+    assert list((tmp_path / "tmcache").rglob("*")) == [cache]  # nothing written to the read-only cache
+    assert any((tmp_path / "ckpt" / "data").iterdir())  # the videos went under --checkpoints
 
 
 def test_cuda_on_a_machine_without_it_is_refused_before_training(tmp_path, capsys, monkeypatch):

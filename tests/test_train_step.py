@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from models.backbone import build_backbone
 from models.checkpoint import CheckpointError, save_gfrtm
 from models.config import NetworkConfig, TargetModelConfig, TrainConfig
 from models.gfrtm import GFRTM
-from trainer.checkpoints import load_refiner_init
+from trainer.checkpoints import load_refiner_init, resume
 from trainer.distributed import DistInfo
 from trainer.logging import GRID_WIDTH, sample_grid
 from trainer.loop import Trainer
@@ -36,15 +37,18 @@ def _batch(seed: int = 0) -> dict:
             y, x = 16 + 2 * t, 10 + 8 * t + 40 * b
             images[b, t, :, y:y + 24, x:x + 28] = torch.tensor([200, 60 + 100 * b, 40], dtype=torch.uint8).view(3, 1, 1)
             labels[b, t, 0, y:y + 24, x:x + 28] = 1
+    # annotated every 5th frame from 00005.png on, as in YouTube-VOS: file numbers differ from list positions
     return {"images": images, "labels": labels, "sequence": [f"box{b}" for b in range(B)],
-            "object_id": torch.ones(B, dtype=torch.long), "frames": torch.arange(N).repeat(B, 1)}
+            "object_id": torch.ones(B, dtype=torch.long), "frames": torch.arange(N).repeat(B, 1),
+            "frame_numbers": (5 + 5 * torch.arange(N)).repeat(B, 1)}
 
 
-def _options(tmp_path: Path, **cfg) -> TrainOptions:
+def _options(tmp_path: Path, lr_given: bool = False, backbone_weights: str = "none", **cfg) -> TrainOptions:
     config = dataclasses.replace(TrainConfig(), batch_size=B, seq_len=N, image_size=(H, W), workers=0,
                                  target_model_override=TINY_TM, **cfg)
     paths = RunPaths(tmp_path / "data", tmp_path / "data", tmp_path / "ckpt", tmp_path / "tb", tmp_path / "tmcache")
-    return TrainOptions(name="tiny", cfg=config, paths=paths, device="cpu", init_pth=None, backbone_weights="none")
+    return TrainOptions(name="tiny", cfg=config, paths=paths, device="cpu", init_pth=None,
+                        backbone_weights=backbone_weights, lr_given=lr_given)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -184,21 +188,26 @@ def test_second_epoch_hits_the_target_model_cache_and_bad_files_are_refitted(tmp
     batch = _batch()
     trainer.train_batch(batch, epoch=1)
     assert (trainer.cache.hits, trainer.cache.misses) == (0, B)
-    cached = trainer.cache.path("box0", 0, 1)
-    assert cached == tmp_path / "tmcache" / "resnet18-c32_gTrue" / "box0" / "00000.1.layer4.pth"
+    cached = trainer.cache.path("box0", 5, 1)  # named by the first frame's file number, not its position 0
+    assert cached == tmp_path / "tmcache" / "resnet18-c32_gTrue" / "box0" / "00005.1.layer4.pth"
+    assert cached.is_file()
     assert set(torch.load(cached, weights_only=True)) == {"project.weight", "filter.weight"}
     trainer.train_batch(batch, epoch=2)
     assert (trainer.cache.hits, trainer.cache.misses) == (B, B)
 
     cached.write_bytes(b"not a checkpoint")
     torch.save({"project.weight": torch.zeros(8, 256, 1, 1), "filter.weight": torch.zeros(1, 8, 3, 3)},
-               trainer.cache.path("box1", 0, 1))  # another c_channels
+               trainer.cache.path("box1", 5, 1))  # another c_channels
     with pytest.warns(UserWarning, match="unreadable") as warned:
         trainer.train_batch(batch, epoch=3)
     assert len(warned) == 2 and "shapes" in str(warned[1].message)
+    for warning in warned:  # one line each (not torch's multi-line weights-only advice)
+        text = str(warning.message)
+        assert "\n" not in text and text.endswith("refitting and rewriting it"), text
+    assert "UnpicklingError" in str(warned[0].message) and "ValueError" in str(warned[1].message)
     assert trainer.cache.refits == 2 and trainer.cache.hits == B
     assert set(torch.load(cached, weights_only=True)) == {"project.weight", "filter.weight"}  # rewritten
-    assert torch.load(trainer.cache.path("box1", 0, 1), weights_only=True)["filter.weight"].shape == (1, 32, 3, 3)
+    assert torch.load(trainer.cache.path("box1", 5, 1), weights_only=True)["filter.weight"].shape == (1, 32, 3, 3)
 
 
 def test_read_only_cache_writes_nothing(tmp_path, backbone):
@@ -210,13 +219,29 @@ def test_read_only_cache_writes_nothing(tmp_path, backbone):
 
 def test_cache_index_refuses_models_fitted_with_other_settings(tmp_path):
     cache = TargetModelCache(tmp_path, "resnet18", TINY_TM)
-    ours = cache_info("resnet18", "none", TINY_TM)
+    synthetic = {"videos": 2, "frames": 5, "seed": 1, "size": [H, W], "max_objects": 3}
+    ours = cache_info("resnet18", "none", TINY_TM, (H, W), synthetic)
     cache.check_info(ours, write=False)
     assert not (cache.folder / "cache_info.json").exists()  # a cache without an index is trusted
     cache.check_info(ours, write=True)
     cache.check_info(ours, write=True)  # same settings: fine
     with pytest.raises(CacheMismatchError, match=r"backbone_weights.*--tmcache"):
-        cache.check_info(cache_info("resnet18", "imagenet", TINY_TM), write=True)
+        cache.check_info(cache_info("resnet18", "imagenet", TINY_TM, (H, W), synthetic), write=True)
+    with pytest.raises(CacheMismatchError, match=r"image_size: cached \[64, 112\], now \[128, 224\].*--tmcache"):
+        cache.check_info(cache_info("resnet18", "none", TINY_TM, (2 * H, 2 * W), synthetic), write=True)
+    with pytest.raises(CacheMismatchError, match=r'synthetic_data.*"videos": 3'):
+        cache.check_info(cache_info("resnet18", "none", TINY_TM, (H, W), synthetic | {"videos": 3}), write=True)
+
+
+def test_cache_index_of_the_old_frame_naming_is_refused(tmp_path):
+    # an index written before frame0 meant the annotation file number (no 'frame0' entry)
+    cache = TargetModelCache(tmp_path, "resnet18", TINY_TM)
+    ours = cache_info("resnet18", "none", TINY_TM, (H, W))
+    old = {k: v for k, v in ours.items() if k != "frame0"}
+    cache.folder.mkdir(parents=True)
+    (cache.folder / "cache_info.json").write_text(json.dumps(old))
+    with pytest.raises(CacheMismatchError, match=r'frame0: cached not recorded, now "annotation file number"'):
+        cache.check_info(ours, write=True)
 
 
 def test_resume_restores_the_next_epoch_and_the_optimizer_state(tmp_path):
@@ -247,6 +272,39 @@ def test_resume_restores_the_next_epoch_and_the_optimizer_state(tmp_path):
     assert second.scheduler.state_dict() == first.scheduler.state_dict()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+def test_resume_switches_to_an_explicit_lr_and_otherwise_keeps_the_checkpoints(tmp_path, capsys):
+    first = Trainer(_options(tmp_path, lr=1e-3, lr_step=1), CPU)
+    first.scheduler.step()  # one StepLR decay: lr 1e-4
+    first.save(1, {"loss": 1.0})
+
+    kept = Trainer(_options(tmp_path, lr=5e-4, lr_step=1), CPU)  # a default --lr: not given on the command line
+    assert [(g["initial_lr"], g["lr"]) for g in kept.optimizer.param_groups] == [(1e-3, pytest.approx(1e-4))] * 2
+    assert "replaces" not in capsys.readouterr().out
+
+    switched = Trainer(_options(tmp_path, lr_given=True, lr=2e-3, lr_step=1), CPU)
+    for group in switched.optimizer.param_groups:
+        assert group["initial_lr"] == 2e-3 and group["lr"] == pytest.approx(2e-4)  # same point of the schedule
+    assert switched.scheduler.base_lrs == [2e-3, 2e-3]
+    assert switched.scheduler.get_last_lr() == [pytest.approx(2e-4)] * 2
+    out = capsys.readouterr().out
+    assert "--lr 0.002 replaces the checkpoint's initial lr 0.001" in out and "0.0002" in out
+    switched.scheduler.step()
+    assert switched.optimizer.param_groups[0]["lr"] == pytest.approx(2e-5)  # the decay goes on from there
+
+    same = Trainer(_options(tmp_path, lr_given=True, lr=1e-3, lr_step=1), CPU)  # the checkpoint's own lr: no change
+    assert same.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert "replaces" not in capsys.readouterr().out
+
+
+def test_resume_refuses_a_checkpoint_of_other_backbone_weights(tmp_path):
+    first = Trainer(_options(tmp_path), CPU)
+    path = first.save(1, {"loss": 1.0})
+    with pytest.raises(CheckpointError, match=r"--backbone-weights none to resume it, or another --name"):
+        resume(path, first.net, first.optimizer, first.scheduler, "resnet18", "imagenet")
+    assert resume(path, first.net, first.optimizer, first.scheduler, "resnet18", "none").epoch == 1
+
+
 def test_init_pth_loads_refiner_weights_and_refuses_the_other_backbone(tmp_path):
     torch.manual_seed(1)
     source = GFRTM(NetworkConfig())
@@ -268,8 +326,26 @@ def test_non_finite_loss_stops_and_names_the_samples(tmp_path):
     trainer = Trainer(_options(tmp_path), CPU)
     with torch.no_grad():
         trainer.net.refiner.project.conv2.weight.fill_(float("nan"))
-    with pytest.raises(TrainingError, match=r"non-finite loss .*box0 object 1 frames \[0, 1, 2\].*box1"):
+    # frames by their annotation file numbers; no checkpoint yet, so a rerun starts from scratch
+    with pytest.raises(TrainingError, match=r"non-finite loss .*box0 object 1 frames \[5, 10, 15\].*box1.*"
+                                            r"--lr.*starts from scratch"):
         trainer.train_batch(_batch(), epoch=1)
+
+
+def test_non_finite_gradients_stop_before_the_step(tmp_path):
+    trainer = Trainer(_options(tmp_path), CPU)
+    path = trainer.save(1, {"loss": 1.0})
+    # the loss stays finite, but a gradient turns NaN on its way back
+    weight = trainer.net.refiner.project.conv2.weight
+    weight.register_hook(lambda grad: grad * float("nan"))
+    before = {k: v.detach().clone() for k, v in trainer.net.named_parameters()}
+    with pytest.raises(TrainingError, match=r"non-finite gradients .*refiner\.project\.conv2\.weight.*box0 object 1 "
+                                            r"frames \[5, 10, 15\].*resumes from the last good checkpoint") as err:
+        trainer.train_batch(_batch(), epoch=2)
+    assert str(path) in str(err.value)
+    for key, value in trainer.net.named_parameters():  # no optimiser step was taken
+        assert torch.equal(value, before[key]), key
+    assert not trainer.optimizer.state
 
 
 def test_image_grid_has_a_column_per_frame_and_a_row_per_kind():

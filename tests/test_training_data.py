@@ -78,6 +78,24 @@ def test_first_frame_always_shows_the_object(davis_root, ytvos_root, tmp_path):
         assert item["labels"][0].sum() > 0
 
 
+def test_frame_numbers_are_the_annotation_file_numbers(ytvos_root, tmp_path):
+    # YouTube-VOS train annotates every 5th frame: the 3rd annotation is 00010.png, frame number 10
+    ds = build_training_set("ytvos2018", None, ytvos_root, CFG, tmp_path / "cache")
+    for item in _items(ds, range(len(ds))):
+        assert item["frame_numbers"].dtype == torch.long
+        assert item["frame_numbers"].tolist() == [5 * f for f in item["frames"].tolist()]
+
+
+def test_annotation_names_that_are_not_frame_numbers_are_refused(davis_root, tmp_path):
+    root = Path(shutil.copytree(davis_root, tmp_path / "davis"))
+    annotation = next((root / "Annotations" / "480p").glob("*/00003.png"))
+    annotation.rename(annotation.with_name("frame3.png"))
+    (root / "JPEGImages" / "480p" / annotation.parent.name / "00003.jpg").rename(
+        root / "JPEGImages" / "480p" / annotation.parent.name / "frame3.jpg")
+    with pytest.raises(DatasetError, match=r"frame3\.png: annotation file names must be frame numbers"):
+        build_training_set("dv2017", root, None, CFG, tmp_path / "cache")
+
+
 def test_epoch_sizes_follow_repeats_and_samples(davis_root, ytvos_root, tmp_path):
     davis = build_training_set("dv2017", davis_root, None, CFG, tmp_path / "cache")
     pairs = sum(len(s.pixel_counts) for s in davis.sequences)

@@ -8,6 +8,7 @@ weights_only=True)` can read it.
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -47,8 +48,13 @@ class Resumed:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler, backbone: str) -> Resumed:
-    """Restore model, optimizer, scheduler and random states from `path`; returns its epoch and stats."""
+def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler, backbone: str,
+           backbone_weights: str) -> Resumed:
+    """Restore model, optimizer, scheduler and random states from `path`; returns its epoch and stats.
+
+    A checkpoint of another backbone or other backbone weights is refused: the trained parts only
+    fit the frozen features they were trained on.
+    """
     ckpt = load_checkpoint(path)
     missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in ckpt]
     if missing:
@@ -58,6 +64,11 @@ def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, schedul
     if found != backbone:
         raise CheckpointError(f"{path} was trained with {found}, this run uses {backbone}: pass --ftext {found} "
                               f"to resume it, or another --name (or --checkpoints) to start a new run")
+    recorded = ckpt.get("backbone_weights")
+    if recorded is not None and str(recorded) != str(backbone_weights):
+        raise CheckpointError(f"{path} was trained with --backbone-weights {recorded}, this run uses "
+                              f"--backbone-weights {backbone_weights}: pass --backbone-weights {recorded} to resume "
+                              f"it, or another --name (or --checkpoints) to start a new run")
     check_state_dict(ckpt["model"], backbone, str(path))
     net.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -65,6 +76,24 @@ def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, schedul
     if "rng" in ckpt:
         set_rng_state(ckpt["rng"])
     return Resumed(int(ckpt["epoch"]), dict(ckpt.get("stats", {})))
+
+
+def switch_initial_lr(optimizer: torch.optim.Optimizer, scheduler, lr: float) -> float | None:
+    """Make `lr` the initial learning rate of a resumed run, at the same point of its schedule.
+
+    Each group's current lr is scaled by lr / its old initial lr (so StepLR decays already applied
+    carry over), and the scheduler's base_lrs follow. Returns the old initial lr, or None when the
+    checkpoint's already is `lr` (nothing changed).
+    """
+    old = float(optimizer.param_groups[0]["initial_lr"])
+    if math.isclose(old, lr, rel_tol=1e-9):
+        return None
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr"] / group["initial_lr"]
+        group["initial_lr"] = lr
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    return old
 
 
 @dataclass

@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
+
+
+class PeerStopped(RuntimeError):
+    """Rank 0 stopped the run and reports why; the other processes stop quietly (train.py exits with 2)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,26 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([0.0 if flag else 1.0], device=info.device)
     dist.all_reduce(t)
     return bool(t.item() == 0)
+
+
+def on_main(work: Callable[[], T], info: DistInfo) -> T | None:
+    """Run `work` on rank 0 only and tell every process whether it succeeded, so that all stop together.
+
+    Without this, an error on rank 0 (an unwritable folder, a refused cache) would leave the other
+    ranks to fail later inside a collective with a gloo/NCCL traceback. Rank 0 re-raises its error,
+    the others raise PeerStopped. Returns rank 0's result there and None elsewhere.
+    """
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = work()
+        except Exception as err:  # re-raised below, once the other ranks know
+            error = err
+    if not all_true(error is None, info):
+        if error is not None:
+            raise error
+        raise PeerStopped("rank 0 stopped the run; its message says why")
+    return result
 
 
 def all_sum(values: dict[str, float], info: DistInfo) -> dict[str, float]:

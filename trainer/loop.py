@@ -12,18 +12,19 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from dataset.synthetic import generate_dataset
+from dataset.synthetic import MANIFEST, generate_dataset
 from dataset.training import build_training_set
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
 from trainer import distributed
 from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, resume,
-                                 save_training_checkpoint)
+                                 save_training_checkpoint, switch_initial_lr)
 from trainer.distributed import DistInfo
 from trainer.logging import TrainLogger, sample_grid
 from trainer.losses import reuse_margin
-from trainer.options import TrainingError, TrainOptions, check_dataset_roots, check_writable
+from trainer.options import (TrainingError, TrainOptions, check_dataset_roots, check_read_only_cache,
+                             check_writable)
 from trainer.step import SequenceForward, frozen_features, target_scores
 from trainer.tm_cache import TargetModelCache, TargetModelProvider, cache_info
 
@@ -78,8 +79,14 @@ class Trainer:
 
     def _restore(self) -> int:
         if self.last_checkpoint is not None:
-            resumed = resume(self.last_checkpoint, self.net, self.optimizer, self.scheduler, self.cfg.backbone)
+            resumed = resume(self.last_checkpoint, self.net, self.optimizer, self.scheduler, self.cfg.backbone,
+                             self.opts.backbone_weights)
             self.say(f"resuming from {self.last_checkpoint} (epoch {resumed.epoch} done)")
+            if self.opts.lr_given:  # without --lr the checkpoint's schedule goes on unchanged
+                old = switch_initial_lr(self.optimizer, self.scheduler, self.cfg.lr)
+                if old is not None:
+                    self.say(f"--lr {self.cfg.lr:g} replaces the checkpoint's initial lr {old:g}; the current lr "
+                             f"is now {self.optimizer.param_groups[0]['lr']:g} (same point of the StepLR schedule)")
             if self.opts.init_pth:
                 self.say(f"--initPth {self.opts.init_pth} ignored: the run resumes from a checkpoint")
             return resumed.epoch + 1
@@ -94,16 +101,24 @@ class Trainer:
         images = batch["images"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True).float()
         feats = frozen_features(self.backbone, images)
-        models = self.provider(images[:, 0], labels[:, 0], batch["sequence"], batch["frames"][:, 0].tolist(),
+        # the cache names a sample by its first frame's file number (DESIGN 5), not its list position
+        models = self.provider(images[:, 0], labels[:, 0], batch["sequence"], batch["frame_numbers"][:, 0].tolist(),
                                batch["object_id"].tolist())
         scores = target_scores(models, feats)
         out = self.forward(feats, scores, labels, reuse_margin(epoch, self.cfg.m1, self.cfg.margin_epochs),
                            self.cfg.m2)
         finite = bool(torch.isfinite(out["loss"]).item())
         if not distributed.all_true(finite, self.info):
-            raise TrainingError(self._non_finite_message(batch, epoch, out["loss"], finite))
+            raise TrainingError(self._non_finite_message(
+                batch, epoch, "loss", f"loss {float(out['loss'].detach())}" if not finite else None))
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
+        bad = self._non_finite_gradients()
+        if not distributed.all_true(not bad, self.info):  # every rank skips the step, or none does
+            self.optimizer.zero_grad(set_to_none=True)
+            more = f" and {len(bad) - 3} more parameters" if len(bad) > 3 else ""
+            detail = f"in {', '.join(bad[:3])}{more}" if bad else None
+            raise TrainingError(self._non_finite_message(batch, epoch, "gradients", detail))
         self.optimizer.step()
         self.last_sample = (batch["images"][0], batch["labels"][0], out["masks"][0], out["diffs"][0],
                             out["decisions"][0])
@@ -141,16 +156,29 @@ class Trainer:
         self.last_checkpoint = path
         return path
 
-    def _non_finite_message(self, batch: dict, epoch: int, loss: Tensor, finite: bool) -> str:
-        if finite:
+    def _non_finite_gradients(self) -> list[str]:
+        """Names of the parameters whose gradient holds a NaN or an infinity (one device sync)."""
+        named = [(name, p.grad) for name, p in self.net.named_parameters() if p.grad is not None]
+        if not named:
+            return []
+        finite = torch.stack([torch.isfinite(grad).all() for _, grad in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite) if not ok]
+
+    def _non_finite_message(self, batch: dict, epoch: int, what: str, detail: str | None) -> str:
+        """`detail` describes this process's failure; None when only another process's batch failed."""
+        if detail is None:
             where = "in another process's batch"
         else:
-            samples = [f"{seq} object {int(oid)} frames {frames.tolist()}" for seq, oid, frames in
-                       zip(batch["sequence"], batch["object_id"], batch["frames"])]
-            where = f"(loss {float(loss.detach())}) on the batch of " + "; ".join(samples)
-        kept = self.last_checkpoint or "none yet"
-        return (f"non-finite loss at epoch {epoch} {where}. Training stopped; the last good checkpoint ({kept}) "
-                f"is kept. Check those samples, or lower --lr, then run again to resume")
+            samples = [f"{seq} object {int(oid)} frames {numbers.tolist()}" for seq, oid, numbers in
+                       zip(batch["sequence"], batch["object_id"], batch["frame_numbers"])]
+            where = f"({detail}) on the batch of " + "; ".join(samples)
+        if self.last_checkpoint is None:
+            again = "no checkpoint was written yet, so a new run starts from scratch"
+        else:
+            again = f"a new run resumes from the last good checkpoint {self.last_checkpoint}, which is kept"
+        return (f"non-finite {what} at epoch {epoch} {where}; training stopped before the optimiser step. "
+                f"Check those samples (frames are annotation file numbers), or pass a lower --lr (a resumed run "
+                f"switches to it) and run again: {again}")
 
     def say(self, text: str) -> None:
         if self.info.is_main:
@@ -166,26 +194,46 @@ def run_training(opts: TrainOptions) -> list[dict[str, float]]:
         distributed.teardown(info)
 
 
+def check_before_training(opts: TrainOptions, world_size: int) -> None:
+    """Everything that can go wrong with the flags and folders, found before data generation and the model build."""
+    cfg = opts.cfg
+    if cfg.batch_size % world_size:
+        raise TrainingError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes; "
+                            f"pass a multiple of {world_size}")
+    check_dataset_roots(opts)
+    check_writable(opts.paths.checkpoints / opts.name, "--checkpoints")
+    check_writable(opts.paths.tensorboard / opts.name, "--tensorboard")
+    cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
+    if opts.tmcache_readonly:
+        check_read_only_cache(opts.paths.tmcache, cache.folder)
+    else:
+        check_writable(opts.paths.tmcache, "--tmcache")
+    # the videos are generated unless a finished synthetic dataset is already there (which is only read)
+    if cfg.dset == "synthetic" and not (opts.synthetic_root / MANIFEST).is_file():
+        check_writable(opts.synthetic_root, "--synthetic-root")
+    cache.check_info(training_cache_info(opts), write=True)
+
+
+def training_cache_info(opts: TrainOptions) -> dict:
+    """The cache index record of this run (see tm_cache.cache_info)."""
+    cfg = opts.cfg
+    synthetic = None
+    if cfg.dset == "synthetic":
+        synthetic = {"videos": cfg.synthetic_videos, "frames": cfg.synthetic_frames, "seed": cfg.synthetic_seed,
+                     "size": list(cfg.image_size), "max_objects": cfg.synthetic_max_objects}
+    return cache_info(cfg.backbone, opts.backbone_weights, cfg.target_model, cfg.image_size, synthetic)
+
+
 def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     cfg = opts.cfg
-    if cfg.batch_size % info.world_size:
-        raise TrainingError(f"--batch-size {cfg.batch_size} does not divide among {info.world_size} processes")
+    # rank 0 checks (it alone writes checkpoints, logs and the cache index); all ranks stop together on an error
+    distributed.on_main(lambda: check_before_training(opts, info.world_size), info)
     seed_everything(cfg.seed + info.rank)
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    check_dataset_roots(opts)
-    if info.is_main:
-        check_writable(opts.paths.checkpoints / opts.name, "--checkpoints")
-        check_writable(opts.paths.tensorboard / opts.name, "--tensorboard")
-    if not opts.tmcache_readonly or cfg.dset == "synthetic":
-        check_writable(opts.paths.tmcache, "--tmcache")
     dataset = _training_set(opts, info)
 
     trainer = Trainer(opts, info)
-    if info.is_main:
-        info_record = cache_info(cfg.backbone, opts.backbone_weights, cfg.target_model)
-        trainer.cache.check_info(info_record, write=True)
-    distributed.barrier(info)
     sampler = EpochSampler(dataset, info, cfg.seed, cfg.epoch_samples)
     loader = DataLoader(dataset, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
                         num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False)
@@ -219,15 +267,12 @@ def _training_set(opts: TrainOptions, info: DistInfo):
     davis_root = opts.paths.davis_root
     if cfg.dset == "synthetic":
         davis_root = opts.synthetic_root
-        if info.is_main:
-            generate_dataset(davis_root, layout="davis", num_videos=cfg.synthetic_videos,
-                             num_frames=cfg.synthetic_frames, size=cfg.image_size, seed=cfg.synthetic_seed,
-                             max_objects=cfg.synthetic_max_objects, split="train")
-        distributed.barrier(info)
+        distributed.on_main(lambda: generate_dataset(
+            davis_root, layout="davis", num_videos=cfg.synthetic_videos, num_frames=cfg.synthetic_frames,
+            size=cfg.image_size, seed=cfg.synthetic_seed, max_objects=cfg.synthetic_max_objects, split="train"), info)
     build = lambda: build_training_set(cfg.dset, davis_root, opts.paths.ytvos_root, cfg,  # noqa: E731
                                        opts.dataset_stats_dir, split="train")
-    dataset = build() if info.is_main else None
-    distributed.barrier(info)  # rank 0 has cached the pixel statistics: the others just read them
+    dataset = distributed.on_main(build, info)  # rank 0 caches the pixel statistics: the others just read them
     return dataset if dataset is not None else build()
 
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lib.atomic import probe_writable
 from lib.devices import resolve_device
-from lib.sizes import parse_frame_size
+from lib.arg_types import parse_frame_size
 from models.config import BACKBONES, TrainConfig
 
 DSETS = ("all", "dv2017", "ytvos2018", "synthetic")
@@ -41,6 +42,7 @@ class TrainOptions:
     init_pth: Path | None
     backbone_weights: str
     tmcache_readonly: bool = False
+    lr_given: bool = False  # --lr was on the command line: a resumed run switches to it (Trainer._restore)
 
     @property
     def dataset_stats_dir(self) -> Path:
@@ -51,20 +53,22 @@ class TrainOptions:
 
     @property
     def synthetic_root(self) -> Path:
-        """--synthetic-root, else a folder under <tmcache>/data named by the generator's settings."""
+        """--synthetic-root, else a folder named by the generator's settings under <tmcache>/data, or under
+        <checkpoints>/data when the target-model cache is read-only (the videos must be written somewhere)."""
         if self.paths.synthetic_root is not None:
             return self.paths.synthetic_root
         c = self.cfg
         h, w = c.image_size
-        return self.paths.tmcache / "data" / (f"synthetic-train-{w}x{h}-{c.synthetic_videos}x{c.synthetic_frames}"
-                                              f"-seed{c.synthetic_seed}")
+        parent = self.paths.checkpoints if self.tmcache_readonly else self.paths.tmcache
+        return parent / "data" / (f"synthetic-train-{w}x{h}-{c.synthetic_videos}x{c.synthetic_frames}"
+                                  f"-seed{c.synthetic_seed}")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default only where it has one (not None / off)."""
+    """Shows a flag's default only where it has one (not None / off); 0 and 0.0 are defaults too."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False):
+        if action.default is None or action.default is False:  # identity: `0 in (None, False)` is True
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -99,7 +103,9 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
                    help="use at most this many samples per epoch (quick runs; default: the whole epoch)")
     p.add_argument("--workers", type=int, default=d.workers, help="data-loading worker processes per process")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr}). When resuming, a value other "
+                                            f"than the checkpoint's rescales its schedule to it; without --lr the "
+                                            f"checkpoint's is kept")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet', 'none' (deterministic random backbone, for synthetic demos) or a torchvision "
                         "ResNet state-dict path")
@@ -139,8 +145,9 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
                              ("--synthetic-frames", args.synthetic_frames, 2)):
         if value < low:
             raise TrainingError(f"{flag} {value}: must be at least {low}")
-    if not args.lr > 0:
-        raise TrainingError(f"--lr {args.lr}: must be positive")
+    lr = TrainConfig().lr if args.lr is None else args.lr
+    if not lr > 0 or not math.isfinite(lr):
+        raise TrainingError(f"--lr {lr}: must be a positive number")
     if args.m1 < 0 or args.m2 < 0:
         raise TrainingError(f"--m1 {args.m1} / --m2 {args.m2}: must not be negative")
     if args.epoch_samples is not None and args.epoch_samples < 1:
@@ -150,11 +157,16 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
             resolve_device(args.dev)
         except ValueError as err:
             raise TrainingError(str(err)) from None
+    name = args.name if args.name is not None else f"gfrtm_{args.ftext}_{dset}"
+    check_run_name(name)
+    if args.initPth and not Path(args.initPth).is_file():
+        raise TrainingError(f"--initPth {args.initPth}: no such file; pass the path of an FRTM or G-FRTM checkpoint "
+                            f"(or leave --initPth out to start the refinement network from scratch)")
     if args.synthetic_frames < args.seq_len:
         raise TrainingError(f"--synthetic-frames {args.synthetic_frames} is shorter than --seq-len {args.seq_len}")
     cfg = replace(
         TrainConfig(), backbone=args.ftext, dset=dset, max_epochs=args.max_epochs, batch_size=args.batch_size,
-        seq_len=args.seq_len, image_size=parse_size(args.size), lr=args.lr, m1=args.m1, m2=args.m2,
+        seq_len=args.seq_len, image_size=parse_size(args.size), lr=lr, m1=args.m1, m2=args.m2,
         margin_epochs=args.marginEp, workers=args.workers, seed=args.seed, epoch_samples=args.epoch_samples,
         synthetic_videos=args.synthetic_videos, synthetic_frames=args.synthetic_frames)
     run_paths = RunPaths(
@@ -168,9 +180,17 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
     weights = args.backbone_weights
     if weights not in ("imagenet", "none"):
         weights = str(Path(weights).resolve())  # recorded in checkpoints and the cache index
-    return TrainOptions(name=args.name or f"gfrtm_{args.ftext}_{dset}", cfg=cfg, paths=run_paths, device=args.dev,
+    return TrainOptions(name=name, cfg=cfg, paths=run_paths, device=args.dev,
                         init_pth=Path(args.initPth) if args.initPth else None, backbone_weights=weights,
-                        tmcache_readonly=args.tmcache_readonly)
+                        tmcache_readonly=args.tmcache_readonly, lr_given=args.lr is not None)
+
+
+def check_run_name(name: str) -> None:
+    """--name becomes a folder and the checkpoint files' prefix, so it must be one plain path component
+    (with a '/' the run would never find its checkpoints again and would start over each time)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise TrainingError(f"--name {name!r}: must be a plain folder name (not empty, '.' or '..', no '/' or '\\'); "
+                            f"it names <checkpoints>/<name>/<name>_epNNNN.pth and <tensorboard>/<name>")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -196,6 +216,19 @@ def check_dataset_roots(opts: TrainOptions) -> None:
         if not root.is_dir():
             raise TrainingError(f"{what} not found at {root}: pass {flag} or set paths['{key}'] in train.py "
                                 f"(--dset {dset} needs it; --dset synthetic needs no download)")
+
+
+def check_read_only_cache(root: Path, folder: Path) -> None:
+    """--tmcache-readonly reads an existing cache: `root` must hold this run's `folder` (<backbone>-c<c>_gTrue),
+    else a mistyped path would silently refit every sample in every epoch."""
+    if not root.is_dir():
+        raise TrainingError(f"--tmcache {root}: no such folder, and --tmcache-readonly only reads an existing "
+                            f"cache; check the path, or drop --tmcache-readonly to build a cache there")
+    if not folder.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.endswith("_gTrue"))
+        raise TrainingError(f"--tmcache {root} has no {folder.name} folder, the one this backbone and these target-"
+                            f"model settings read (found: {', '.join(found) or 'none'}); pass that cache's root, or "
+                            f"drop --tmcache-readonly to build one")
 
 
 def check_writable(folder: Path, flag: str) -> None:

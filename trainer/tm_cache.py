@@ -2,9 +2,11 @@
 
 Cache layout (the published one):
     <cache>/<backbone>-c<c_channels>_gTrue/<sequence>/<frame0:05d>.<object_id>.layer4.pth
-holding the state dict {'project.weight', 'filter.weight'}. Next to the sequence folders,
-`cache_info.json` (the cache index) records what the models were fitted with, so a cache built
-with other backbone weights or target-model settings is refused instead of silently reused.
+holding the state dict {'project.weight', 'filter.weight'}; frame0 is the number in the first
+frame's annotation file name (00035.png -> 35), not its position among the annotated frames.
+Next to the sequence folders, `cache_info.json` (the cache index) records what the models were
+fitted on (backbone and its weights, fitting settings, frame size, generated videos, file naming),
+so a cache built otherwise is refused instead of silently reused.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from models.config import TargetModelConfig
 from models.target_model import TargetModel
 
 INFO_FILE = "cache_info.json"
+# How frame0 in file names is counted; recorded in the index so that caches of the earlier naming
+# (the position in the list of annotated frames, never recorded) are refused.
+FRAME0_NAMING = "annotation file number"
 TM_KEYS = ("project.weight", "filter.weight")
 
 
@@ -70,10 +75,10 @@ class TargetModelCache:
                                          f"--tmcache") from err
             if recorded != info:
                 changed = sorted(k for k in set(info) | set(recorded) if info.get(k) != recorded.get(k))
+                shown = "; ".join(f"{k}: cached {_shown(recorded, k)}, now {_shown(info, k)}" for k in changed)
                 raise CacheMismatchError(
-                    f"{self.folder}: target models there were fitted with other settings ({', '.join(changed)} "
-                    f"differ: cached {[recorded.get(k) for k in changed]}, now {[info.get(k) for k in changed]}); "
-                    f"pass another --tmcache or delete that folder")
+                    f"{self.folder}: its target models were fitted with other settings ({shown}); pass another "
+                    f"--tmcache (a new folder for this run) or delete that folder")
         elif write and not self.read_only:
             atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
 
@@ -92,7 +97,11 @@ class TargetModelCache:
             if found != {k: tuple(shapes[k]) for k in TM_KEYS}:
                 raise ValueError(f"shapes {found} do not fit this backbone and c_channels")
         except Exception as err:  # any unreadable file is refitted, never fatal (DESIGN 5)
-            warnings.warn(f"target-model cache file {path} is unreadable ({err}); fitting it again", stacklevel=2)
+            # one line: torch's weights-only errors run over many lines of advice that does not apply here
+            first_line = next((line for line in str(err).splitlines() if line.strip()), "").strip()
+            action = "refitting it (read-only cache: not rewritten)" if self.read_only else "refitting and rewriting it"
+            warnings.warn(f"target-model cache file {path} is unreadable ({_error_name(err)}: {first_line}); "
+                          f"{action}", stacklevel=2)
             self.misses += 1
             self.refits += 1
             return None
@@ -164,10 +173,28 @@ class TargetModelProvider:
         return TargetModel(self.backbone.channels["layer4"], self.cfg).to(device)
 
 
-def cache_info(backbone: str, backbone_weights: str, cfg: TargetModelConfig) -> dict:
-    """What a cache's target models depend on: backbone, its weights and the fitting settings."""
+def cache_info(backbone: str, backbone_weights: str, cfg: TargetModelConfig, image_size: tuple[int, int],
+               synthetic: dict | None = None) -> dict:
+    """What a cache's target models depend on: backbone, its weights, the fitting settings, the training
+    frame size (H, W) they were fitted at, the file naming and, for generated videos, the generator's
+    settings (the same sequence names then hold other pictures)."""
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-    return {"backbone": backbone, "backbone_weights": str(backbone_weights), "target_model": settings}
+    info = {"backbone": backbone, "backbone_weights": str(backbone_weights), "target_model": settings,
+            "image_size": [int(image_size[0]), int(image_size[1])], "frame0": FRAME0_NAMING}
+    if synthetic is not None:
+        info["synthetic_data"] = dict(synthetic)
+    return info
+
+
+def _shown(record: dict, key: str) -> str:
+    """A cache index entry as JSON with sorted keys, so that the cached and the new value read alike."""
+    return json.dumps(record[key], sort_keys=True) if key in record else "not recorded"
+
+
+def _error_name(err: BaseException) -> str:
+    """ValueError, or module.Name for errors outside the builtins (struct.error says little on its own)."""
+    cls = type(err)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _object_seed(base: int, sequence: str, frame0: int, object_id: int) -> int:

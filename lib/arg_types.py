@@ -1,4 +1,5 @@
-"""Frame sizes on the command line: WIDTHxHEIGHT, as in 854x480, everywhere."""
+"""Command-line value types shared by the entry points: frame sizes (WIDTHxHEIGHT, as in 854x480,
+everywhere) and reuse thresholds."""
 from __future__ import annotations
 
 import argparse
@@ -21,3 +22,14 @@ def frame_size_arg(text: str) -> tuple[int, int]:
         return parse_frame_size(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def reuse_threshold_arg(text: str) -> float:
+    """argparse `type=` for --TH: a number in [0, 1] (0 reuses whenever it can, 1 never reuses)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text}: a reuse threshold lies in [0, 1] (1 never reuses)")
+    return value
