@@ -159,3 +159,21 @@ def test_cuda_on_a_machine_without_it_is_refused_before_training(tmp_path, capsy
     assert exc.value.code == 2
     assert "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_ytvos_split_file_limits_training_to_its_videos(tmp_path, capsys):
+    from dataset.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "ytvos", "ytvos", num_videos=3, num_frames=21, size=(64, 112), seed=4,
+                            max_objects=1, split="train")
+    (tmp_path / "split.txt").write_text("synth001\n")
+    argv = _argv(tmp_path, "--max-epochs", "1", "--ytvos-root", str(root))
+    argv[argv.index("synthetic")] = "yt2018"
+    assert main(argv + ["--ytvos-split-file", str(tmp_path / "split.txt")]) == 0
+    fitted = {p.name for p in (tmp_path / "tmcache").glob("resnet18-*/*") if p.is_dir()}
+    assert fitted == {"synth001"}  # both samples came from the listed video
+
+    assert main(argv + ["--ytvos-split-file", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt: no such file" in capsys.readouterr().err
+    assert main(_argv(tmp_path, "--ytvos-split-file", str(tmp_path / "split.txt"))) == 2
+    assert "reads no YouTube-VOS videos" in capsys.readouterr().err

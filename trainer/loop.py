@@ -271,7 +271,8 @@ def _training_set(opts: TrainOptions, info: DistInfo):
             davis_root, layout="davis", num_videos=cfg.synthetic_videos, num_frames=cfg.synthetic_frames,
             size=cfg.image_size, seed=cfg.synthetic_seed, max_objects=cfg.synthetic_max_objects, split="train"), info)
     build = lambda: build_training_set(cfg.dset, davis_root, opts.paths.ytvos_root, cfg,  # noqa: E731
-                                       opts.dataset_stats_dir, split="train")
+                                       opts.dataset_stats_dir, split="train",
+                                       ytvos_split_file=opts.paths.ytvos_split_file)
     dataset = distributed.on_main(build, info)  # rank 0 caches the pixel statistics: the others just read them
     return dataset if dataset is not None else build()
 

@@ -29,6 +29,7 @@ class RunPaths:
     tensorboard: Path
     tmcache: Path
     synthetic_root: Path | None = None  # --dset synthetic: where the generated videos live
+    ytvos_split_file: Path | None = None  # only these YouTube-VOS train/ videos (e.g. spec/ytvos_jjtrain.txt)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--tmcache", help=f"target-model cache folder; overrides paths['tmcache'] ({paths['tmcache']})")
     p.add_argument("--tmcache-readonly", action="store_true",
                    help="read cached target models but never write any (e.g. a shared or published cache)")
+    p.add_argument("--ytvos-split-file", help="train only on the YouTube-VOS train/ videos listed in this file, e.g. "
+                                              "../shared/spec/ytvos_jjtrain.txt to keep the yt2018jjval videos out")
     p.add_argument("--synthetic-root", help="--dset synthetic: folder of the generated videos (default: under "
                                             "<tmcache>/data)")
     p.add_argument("--synthetic-videos", type=int, default=d.synthetic_videos, help="--dset synthetic: videos")
@@ -176,6 +179,7 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
         tensorboard=Path(args.tensorboard or paths["tensorboard"]),
         tmcache=Path(args.tmcache or paths["tmcache"]),
         synthetic_root=Path(args.synthetic_root) if args.synthetic_root else None,
+        ytvos_split_file=Path(args.ytvos_split_file) if args.ytvos_split_file else None,
     )
     weights = args.backbone_weights
     if weights not in ("imagenet", "none"):
@@ -216,6 +220,14 @@ def check_dataset_roots(opts: TrainOptions) -> None:
         if not root.is_dir():
             raise TrainingError(f"{what} not found at {root}: pass {flag} or set paths['{key}'] in train.py "
                                 f"(--dset {dset} needs it; --dset synthetic needs no download)")
+    split = opts.paths.ytvos_split_file
+    if split is not None:
+        if dset not in ("ytvos2018", "all"):
+            raise TrainingError(f"--ytvos-split-file {split}: --dset {dset} reads no YouTube-VOS videos; "
+                                f"use it with --dset ytvos2018 or all")
+        if not split.is_file():
+            raise TrainingError(f"--ytvos-split-file {split}: no such file; pass a list of train/ video names, "
+                                f"one per line (e.g. ../shared/spec/ytvos_jjtrain.txt)")
 
 
 def check_read_only_cache(root: Path, folder: Path) -> None:
