@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lib.atomic import probe_writable
+    from lib.atomic import unwritable_reason
     from lib.benchmarking import BenchmarkError, BenchmarkOptions, format_report, run_benchmark, write_report
 
     args = parse_args(argv)
@@ -45,13 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                             repeats=args.repeats, warmup_frames=args.warmup_frames, rates=tuple(args.rates),
                             object_counts=tuple(args.objects), reference=args.reference_mode, amp=args.amp,
                             threads=args.threads, seed=args.seed)
-    if args.json:
-        try:
-            probe_writable(args.json.parent)
-        except OSError as err:
-            print(f"error: --json {args.json}: cannot write there ({err.strerror or err}); pick another path",
-                  file=sys.stderr)
-            return 2
+    reason = unwritable_reason(args.json.parent) if args.json else None
+    if reason:
+        print(f"error: --json {args.json}: {reason}; pick another path", file=sys.stderr)
+        return 2
     try:
         report = run_benchmark(opts, log=lambda line: print(line, file=sys.stderr, flush=True))
     except BenchmarkError as err:

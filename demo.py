@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.arg_types import reuse_threshold_arg
-from lib.atomic import probe_writable
+from lib.atomic import unwritable_reason
 from lib.devices import resolve_device
 from lib.evaluation import build_tracker, load_network
 from lib.image_io import ImageReadError, write_label_png
@@ -88,10 +88,9 @@ def run(args: argparse.Namespace) -> None:
     # only a request that can run may replace an earlier run's files (--overwrite)
     output = Path(args.output or Path("demo_output") / video.path.stem)
     masks_dir, overlay_path = output / "masks", output / "overlay.mp4"
-    try:
-        probe_writable(output)
-    except OSError as err:
-        raise DemoError(f"--output {output}: cannot write there ({err.strerror or err}); pick a writable folder")
+    reason = unwritable_reason(output)
+    if reason:
+        raise DemoError(f"--output: {reason}; pick a writable folder")
     _prepare_output(masks_dir, overlay_path, args.overwrite)
     backbone_weights = args.backbone_weights or trained_with
     tracker = build_tracker(net, backbone_weights, args.tau, args.fast, False, device)

@@ -32,12 +32,6 @@ DEFAULT_MODELS = {
 }
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dset", choices=EVAL_SETS, default="dv2017val", help="evaluation set")
@@ -68,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        run(args, paths, DEFAULT_MODELS, DEMO_MODEL, default_device())
+        run(args, paths, DEFAULT_MODELS, DEMO_MODEL)
     except EvaluationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -59,3 +59,12 @@ def probe_writable(folder: str | os.PathLike) -> None:
     fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
     os.close(fd)
     os.unlink(probe)
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """None when a file can be written in `folder` (created if need be), else why not, for an error message."""
+    try:
+        probe_writable(folder)
+    except OSError as err:
+        return f"cannot write to {folder} ({err.strerror or err})"
+    return None

@@ -290,10 +290,7 @@ class Bench:
         if not timed:
             return None
         peak = self.memory.read()
-        stages = {}
-        if clock is not None:
-            counted = clock.frames[1:]
-            stages = {name: sum(f.get(name, 0.0) for f in counted) / len(counted) for name in STAGES}
+        stages = _stage_means(clock.frames) if clock is not None else {}
         st = tracker.stats
         return RunResult(float(np.mean(st.frame_seconds[1:])), st.frame_seconds[0], st.reuse_rate,
                          st.deep_calls, peak, stages)
@@ -305,8 +302,7 @@ class Bench:
         counter = StageMacs()
         self._track(TrackerConfig(tau=0.7, amp=self.opts.amp), rate, video.frames(self.opts.warmup_frames),
                     video.start_masks, counter)
-        counted = counter.frames[1:]
-        return {name: sum(f.get(name, 0.0) for f in counted) / len(counted) for name in STAGES}
+        return _stage_means(counter.frames)
 
     def _track(self, cfg: TrackerConfig, rate: float, frames, start_masks,
                clock: StageClock | StageMacs | None) -> Tracker:
@@ -316,6 +312,12 @@ class Bench:
                 clock.end_frame()
         _synchronize(self.device)
         return tracker
+
+
+def _stage_means(frames: list[dict[str, float]]) -> dict[str, float]:
+    """Per stage, the mean over the frames after the start frame (frame 0 fits the target models)."""
+    counted = frames[1:]
+    return {name: sum(f.get(name, 0.0) for f in counted) / len(counted) for name in STAGES}
 
 
 def _median(values) -> float:
@@ -384,7 +386,8 @@ def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) ->
     log("  counting multiply-accumulates ...")
     macs = {"full": bench.count_macs(1, 0.0), "reuse": bench.count_macs(1, 1.0)}
     for row in objects:
-        row["macs"] = sum(bench.count_macs(row["objects"], 0.0).values())
+        per_stage = macs["full"] if row["objects"] == 1 else bench.count_macs(row["objects"], 0.0)
+        row["macs"] = sum(per_stage.values())
     report = {
         "settings": _settings(opts, bench.memory.kind),
         "macs": macs,

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from dataset.errors import DatasetError
-from lib.atomic import atomic_write_text, probe_writable
+from lib.atomic import atomic_write_text, unwritable_reason
 from lib.davis_scoring import ScoringError
 from lib.devices import resolve_device
 from lib.evaluation import (
@@ -34,27 +34,26 @@ DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176,
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
 
 
-def run(args: argparse.Namespace, paths: dict, default_models: dict, demo_model: Path, default_device: str) -> None:
+def run(args: argparse.Namespace, paths: dict, default_models: dict, demo_model: Path) -> None:
     try:
-        _run(args, paths, default_models, demo_model, default_device)
+        _run(args, paths, default_models, demo_model)
     except USER_ERRORS as err:
         raise EvaluationError(str(err)) from err
 
 
-def _run(args, paths, default_models, demo_model: Path, default_device: str) -> None:
+def _run(args, paths, default_models, demo_model: Path) -> None:
     output_root = Path(args.output or paths["output"])
     dset = "dv2017val" if args.dset == "demo" else args.dset
-    if not args.eval_only:  # settings that need no data are checked before any data is read or generated
+    if args.eval_only:
+        _check_writable(Path(args.eval_only), "--eval-only")  # the CSVs are written into the scored folder
+    else:  # settings that need no data are checked before any data is read or generated
         try:
-            device = resolve_device(args.dev or default_device)
+            device = resolve_device(args.dev)  # None: cuda:0 when CUDA exists, else the CPU
         except ValueError as err:
             raise EvaluationError(str(err)) from None
         if args.amp and device.type != "cuda":
             raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
         model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
-    if args.eval_only:
-        _check_writable(Path(args.eval_only), "--eval-only")  # the CSVs are written into the scored folder
-    else:
         _check_writable(output_root, "--output")
     root = _dataset_root(args, paths, output_root)
     split_file = args.split_file
@@ -120,10 +119,9 @@ def _check_writable(folder: Path, flag: str) -> None:
     """Fail in the first second, not after the first sequence, when results cannot be written."""
     if flag == "--eval-only" and not folder.is_dir():
         return  # scoring names the missing folder itself
-    try:
-        probe_writable(folder)
-    except OSError as err:
-        raise EvaluationError(f"{flag} {folder}: cannot write there ({err.strerror or err}); pick a writable folder")
+    reason = unwritable_reason(folder)
+    if reason:
+        raise EvaluationError(f"{flag}: {reason}; pick a writable folder")
 
 
 def _dataset_root(args, paths: dict, output_root: Path) -> Path:

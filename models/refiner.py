@@ -11,6 +11,7 @@ once at batch 1 and is broadcast, not copied; `Refiner.encode` keeps it for seve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,14 @@ def _transposed_kernel() -> Tensor:
 UPSAMPLE_KERNEL_1D = _transposed_kernel()
 
 
+@lru_cache(maxsize=32)
+def _depthwise_upsample_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(channels, 1, 8, 8) weight of the transposed convolution, built once per channel count, dtype and device."""
+    with torch.inference_mode(False):  # an ordinary tensor: the cache outlives the inference_mode that asked
+        k = UPSAMPLE_KERNEL_1D.to(device=device)
+        return (k[:, None] * k[None, :]).to(dtype).expand(channels, 1, 8, 8).contiguous()
+
+
 def pyramid_upsample2x(x: Tensor) -> Tensor:
     """(B,C,h,w) -> (B,C,2h,2w) bicubic pyramid upsampling: cubic kernel a = -0.75, border replicated.
 
@@ -77,8 +86,7 @@ def pyramid_upsample2x(x: Tensor) -> Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
     channels = x.shape[1]
-    k = UPSAMPLE_KERNEL_1D.to(device=x.device)
-    kernel = (k[:, None] * k[None, :]).to(x.dtype).expand(channels, 1, 8, 8).contiguous()
+    kernel = _depthwise_upsample_kernel(channels, x.dtype, x.device)
     padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
     return F.conv_transpose2d(padded, kernel, stride=2, padding=7, groups=channels)
 

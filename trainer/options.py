@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lib.atomic import probe_writable
+from lib.atomic import unwritable_reason
 from lib.devices import resolve_device
 from lib.arg_types import parse_frame_size
 from models.config import BACKBONES, TrainConfig
@@ -245,8 +245,6 @@ def check_read_only_cache(root: Path, folder: Path) -> None:
 
 def check_writable(folder: Path, flag: str) -> None:
     """Create `folder` and prove a file can be written there, before any training time is spent."""
-    try:
-        probe_writable(folder)
-    except OSError as err:
-        raise TrainingError(f"cannot write to {folder} ({err.strerror or err}); pass a writable folder with "
-                            f"{flag}") from None
+    reason = unwritable_reason(folder)
+    if reason:
+        raise TrainingError(f"{reason}; pass a writable folder with {flag}")
