@@ -31,7 +31,7 @@ class RunOptions:
     set_name: str  # name used in CSV file names
     output_dir: Path  # <output>/<dset>-<model>-TH<tau>
     tau: float
-    fast: bool = False
+    fast: bool = True
     amp: bool = False
     overwrite: bool = False
     restart: str | None = None

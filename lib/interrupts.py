@@ -1,0 +1,78 @@
+"""Ctrl-C and SIGTERM: stop with one line that says what is saved and how to continue, and the usual status.
+
+Every entry point runs its work inside `sigterm_as_interrupt()`, which turns SIGTERM into
+`Terminated` (a KeyboardInterrupt), so both signals unwind the same way: `with` blocks close
+progress bars and temporary files, and the entry point catches KeyboardInterrupt, prints
+`interrupted_line(...)` and returns `exit_status(err)`: 130 for Ctrl-C, 143 for SIGTERM, as a
+shell reports a process killed by those signals.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from typing import Iterator
+
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in the main thread (a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_status(err: BaseException) -> int:
+    """130 after Ctrl-C, 143 after SIGTERM."""
+    return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
+
+
+def interrupted_line(err: BaseException, saved: str, resume: str | None) -> str:
+    """One line: which signal, what is saved, and the exact command that continues (when there is one)."""
+    what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted (Ctrl-C)"
+    line = f"{what}: {saved}"
+    return f"{line}; to continue: {resume}" if resume else line
+
+
+def command_line(argv: list[str] | None = None, replace: dict[str, str | None] | None = None) -> str:
+    """The command that was run (`python <script> <args>`), shell-quoted, for "to continue" messages.
+
+    replace: flag -> new value (None removes the flag and its value), e.g. {"--restart": "bmx-trees"}.
+    Flags that are not present are appended. Only flags of the form `--flag VALUE` are replaced.
+    """
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    for flag, value in (replace or {}).items():
+        out, k, found = [], 0, False
+        while k < len(args):
+            arg = args[k]
+            if arg == flag or arg.startswith(flag + "="):
+                found = True
+                k += 1 if "=" in arg else 2
+                if value is not None:
+                    out += [flag, value]
+                continue
+            out.append(arg)
+            k += 1
+        if not found and value is not None:
+            out += [flag, value]
+        args = out
+    return " ".join(shlex.quote(a) for a in ["python", sys.argv[0] if sys.argv[0] else "<script>", *args])
