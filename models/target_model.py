@@ -1,4 +1,4 @@
-"""FRTM's discriminative target model: two bias-free convs on layer4, fitted online by GN-CG (DESIGN 2).
+"""FRTM's discriminative target model: two bias-free convs on layer4, fitted online by GN-CG.
 
 `TargetModel` holds one object's `project` (1x1) and `filter` (3x3) convolutions. `initialize()`
 fits both on the augmented first frame, then fills a `SampleMemory`; during tracking `update()`
@@ -44,7 +44,7 @@ def _assign(param: Tensor, value: Tensor) -> None:
 
 
 def pixel_weights(targets: Tensor, cfg: TargetModelConfig) -> Tensor:
-    """Per-sample (foreground, background) pixel weights of the thresholded masks (DESIGN 2, "hinge").
+    """Per-sample (foreground, background) pixel weights of the thresholded masks ("hinge").
 
     Args:
         targets: (N,1,H,W) masks; pixels > 0.5 are foreground.
@@ -264,7 +264,7 @@ class ScoreSpaceSolver(GaussNewtonCG):
 
 
 class SampleMemory:
-    """Fixed-capacity training memory of one target model (DESIGN 2).
+    """Fixed-capacity training memory of one target model.
 
     Slots hold (projected layer4 features, soft target mask at image resolution, (fg, bg) pixel
     weights) and, with `score_space`, each sample's `ScoreSpaceStatistics`. Tensors are preallocated
@@ -336,7 +336,7 @@ class SampleMemory:
                 and self.features.shape[1:] == features.shape[1:] and self.targets.shape[1:] == targets.shape[1:])
 
     def insert(self, features: Tensor, target: Tensor, pixel_weights: Tensor) -> int:
-        """Replace the smallest-weight slot with a new sample and reweight (DESIGN 2). Returns the slot.
+        """Replace the smallest-weight slot with a new sample and reweight. Returns the slot.
 
         Args:
             features: (1,C,h,w); target: (1,1,H,W); pixel_weights: (1,2).
@@ -420,7 +420,7 @@ def _mask_residual(scores: Tensor, targets: Tensor, scale: Tensor) -> Tensor:
 
 
 class TargetModel(nn.Module):
-    """One object's discriminative appearance model on layer4 features (DESIGN 2).
+    """One object's discriminative appearance model on layer4 features.
 
     Only `project.weight` and `filter.weight` are in the state dict (the target-model cache
     layout); the sample memory and CG state are run-time state. A model restored from a cache
@@ -457,7 +457,7 @@ class TargetModel(nn.Module):
             _assign(weight, start.to(device=weight.device, dtype=weight.dtype))
 
     def initialize(self, features: Tensor, masks: Tensor) -> None:
-        """Fit on the K augmented first-frame images and fill the memory (DESIGN 2).
+        """Fit on the K augmented first-frame images and fill the memory.
 
         Args:
             features: (K,C,h,w) layer4 features; index 0 is the original image.
@@ -512,8 +512,10 @@ class TargetModel(nn.Module):
     def update(self, mask: Tensor) -> None:
         """Learn from this frame's (1,1,H,W) soft prediction; call after score() on full-path frames only.
 
-        The sample enters memory when at least `min_update_px` pixels are above 0.5; the filter is
-        refitted on every `train_skipping`-th score() call (whether or not this sample entered).
+        As the published tracker does: a prediction with fewer than `min_update_px` pixels above 0.5
+        changes nothing (no sample enters, no optimisation). Otherwise it enters memory, and the
+        filter is refitted when the number of score() calls since initialize() (the first being
+        the object's first frame) is a multiple of `train_skipping`.
         """
         if not self.memory.is_allocated:
             raise RuntimeError("TargetModel.update: no sample memory; call initialize() first "
@@ -526,9 +528,10 @@ class TargetModel(nn.Module):
         cfg = self.cfg
         with _autograd_allowed(mask.device):
             target = mask.detach().float().clone()
-            if int((target > 0.5).sum()) >= cfg.min_update_px:
-                self.memory.insert(self._last_projected, target, pixel_weights(target, cfg))
-            self._last_projected = None
+            projected, self._last_projected = self._last_projected, None
+            if int((target > 0.5).sum()) < cfg.min_update_px:
+                return
+            self.memory.insert(projected, target, pixel_weights(target, cfg))
             if self.score_calls % cfg.train_skipping == 0 and self.score_calls != self._last_run_call:
                 self._last_run_call = self.score_calls
                 self.update_runs += 1

@@ -1,4 +1,4 @@
-"""The G-FRTM tracker: segments a video given each object's mask where it first appears (DESIGN 4).
+"""The G-FRTM tracker: segments a video given each object's mask where it first appears (docs/method.md, "Tracking").
 
 Per frame the shallow backbone half runs once. Every tracked object then goes through
 template matching and the reuse gate; the deep backbone half runs at most once per frame,
@@ -325,13 +325,16 @@ class Tracker:
         models = [self._fit_target_model(image, masks[k, 0], oid) for k, oid in enumerate(ids)]
         size8 = feats["layer3"].shape[-2:]
         templates = self.net.make_template(feats["layer3"], mask_to_stride(masks, size8, training=False))
-        scores = F.interpolate(masks, size=feats["layer4"].shape[-2:], mode="nearest")
-        x = self.net.refiner.deep(scores, feats)
-        objects.add(ids, models, templates, scores, x)
+        stored = F.interpolate(masks, size=feats["layer4"].shape[-2:], mode="nearest")
+        # The first previous x comes from the freshly fitted target model's score on this frame, not
+        # from the given mask (which is the stored score); this score is each model's first call.
+        fitted = torch.cat([model.score(feats["layer4"]) for model in models]).to(stored.dtype)
+        x = self.net.refiner.deep(fitted, feats)
+        objects.add(ids, models, templates, stored, x)
         return masks[:, 0]
 
     def _fit_target_model(self, image: Tensor, mask: Tensor, object_id: int) -> TargetModel:
-        """Fit one object's target model on its augmented first frame (DESIGN 2)."""
+        """Fit one object's target model on its augmented first frame."""
         augmenter = FirstFrameAugmenter(self.tm_cfg.num_aug, self.tm_cfg.min_px_count, seed=self.cfg.aug_seed + object_id)
         images, masks = augmenter(image, mask > 0.5)
         layer4 = []

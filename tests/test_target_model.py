@@ -1,4 +1,4 @@
-"""GN-CG solver, sample memory, pixel weights and the target model (DESIGN 2)."""
+"""GN-CG solver, sample memory, pixel weights and the target model."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -238,17 +238,27 @@ def test_update_optimises_exactly_every_train_skipping_th_score_call():
         model.update(masks[0][None])  # no score() since the last update
 
 
-def test_update_skips_masks_with_too_few_pixels():
+def test_a_mask_of_nine_pixels_changes_nothing_even_on_a_train_skipping_th_call():
     model, features, masks, _ = _fitted_model()
-    weights = model.memory.weights.clone()
-    model.score(features[0][None])
     small = torch.zeros_like(masks[0][None])
-    small.view(-1)[:TOY_CFG.min_update_px - 1] = 1.0
+    small.view(-1)[:TOY_CFG.min_update_px - 1] = 1.0  # 9 pixels above 0.5
+    for t in range(TOY_CFG.train_skipping - 1):
+        model.score(features[t][None])
+        model.update(masks[t][None])
+    weights, filt = model.memory.weights.clone(), model.filter.weight.detach().clone()
+    model.score(features[0][None])  # the train_skipping-th call: a refit would be due
     model.update(small)
-    assert torch.equal(model.memory.weights, weights)
+    assert model.score_calls % TOY_CFG.train_skipping == 0
+    assert torch.equal(model.memory.weights, weights)  # nothing inserted ...
+    assert torch.equal(model.filter.weight, filt) and model.update_runs == 0  # ... and nothing optimised
+    with pytest.raises(RuntimeError, match="score"):
+        model.update(masks[0][None])  # the skipped frame still used up its score
+    # exactly min_update_px pixels enter memory
     model.score(features[0][None])
-    model.update(masks[0][None])
-    assert int((model.memory.weights > 0).sum()) == TOY_CFG.num_aug + 1
+    ten = small.clone()
+    ten.view(-1)[TOY_CFG.min_update_px - 1] = 1.0
+    model.update(ten)
+    assert int((model.memory.weights > 0).sum()) == TOY_CFG.num_aug + TOY_CFG.train_skipping
 
 
 def test_fit_is_deterministic_and_ignores_global_rng():

@@ -1,4 +1,4 @@
-"""Training losses of G-FRTM, the gate's IoU target and its margin schedule (DESIGN 5)."""
+"""Training losses of G-FRTM, the gate's IoU target and its margin schedule (docs/method.md, "Losses")."""
 from __future__ import annotations
 
 import torch
@@ -9,7 +9,7 @@ from torch import Tensor
 def reuse_margin(epoch: int, m1: float, margin_epochs: int) -> float:
     """Cap on the gate's reuse target at `epoch` (1-based): m1 * min(epoch / marginEp, 1).
 
-    Deviation (m1), DESIGN 5: the published code computes this margin and then discards it, so
+    Deviation (m1), docs/method.md: the published code computes this margin and then discards it, so
     its models were trained with the plain IoU target. We apply it as a cap, s := min(s, margin):
     early epochs teach the gate to compute, later ones let it reuse. marginEp == 0 gives m1 at
     once, and `--m1 1.0 --marginEp 0` reproduces the published behaviour (IoU never exceeds 1).
@@ -31,7 +31,7 @@ def mask_iou(a: Tensor, b: Tensor, empty: float) -> Tensor:
 def gate_target(label: Tensor, last_full_label: Tensor, margin: float) -> Tensor:
     """Reuse target s (B,): IoU of the label with that of the sample's last full-path frame, capped by `margin`.
 
-    An empty union gives s = 0 (DESIGN 5): with nothing to track there is nothing to reuse.
+    An empty union gives s = 0: with nothing to track there is nothing to reuse.
     """
     return mask_iou(label, last_full_label, empty=0.0).clamp(max=margin)
 
@@ -43,8 +43,18 @@ def gate_loss(p: Tensor, target: Tensor, m2: float) -> Tensor:
 
 
 def segmentation_loss(logits: Tensor, label: Tensor) -> Tensor:
-    """Binary cross-entropy of sigmoid(logits) against the label (B,1,H,W); the logits form is the stable one."""
-    return F.binary_cross_entropy_with_logits(logits, label)
+    """Binary cross-entropy of sigmoid(logits) against the label, both (B,1,H,W), mean over all pixels.
+
+    As in the published step: torch's BCELoss on the probabilities, whose logarithms are clamped at
+    -100. It equals BCE-with-logits except where |logit| > ~16.6 (sigmoid rounds to 0 or 1 in
+    float32 there, so the loss of a confidently wrong pixel saturates at 100 and its gradient vanishes).
+    """
+    probs = torch.sigmoid(logits)
+    # BCELoss refuses NaN input (on CUDA with a device-side assert): a NaN probability gives a NaN
+    # loss instead, which the training loop reports with the batch's samples.
+    nan = torch.isnan(probs).any()
+    loss = F.binary_cross_entropy(probs.nan_to_num(0.5), label)
+    return torch.where(nan, torch.full_like(loss, float("nan")), loss)
 
 
 def delta_loss(diff: Tensor, label16: Tensor, stored_score: Tensor) -> Tensor:

@@ -1,8 +1,10 @@
 """One training batch of G-FRTM: frozen features, target-model scores, and the gated forward with its losses.
 
-DESIGN 5. Frame 0 of every sample initialises its template, stored score and previous x; on
-frames 1..N-1 the gate takes a hard straight-through decision g per sample (1 = reuse) and both
-paths are computed and blended by g, so the gradient reaches every trainable part.
+See docs/method.md, "Training". Frame 0 of every sample initialises its template, stored score and previous x; on
+frames 1..N-1 the gate takes a hard straight-through decision g per sample (1 = reuse). Both paths
+run for every sample, so the gradient reaches every trainable part; as in the published step, the
+gate blends the deep-part output x (and the stored previous x), while the score and the deep
+part's inputs are chosen per sample by the decision.
 """
 from __future__ import annotations
 
@@ -74,14 +76,18 @@ def forward_sequence(net: GFRTM, feats: list[Features], scores: Tensor, labels: 
         label = labels[:, t]
         tpl = net.match(template, feats[t]["layer3"], stored)
         decision, p = straight_through(net.gate_logits(tpl))
-        g = decision[:, 0].view(-1, 1, 1, 1)  # 1 = reuse, carries the straight-through gradient
-        hard = g.detach()
+        g = decision[:, 0].view(-1, 1, 1, 1)  # 1 = reuse; its value is 0 or 1, its gradient that of p
+        reuse = g.detach() > 0.5
         diff = net.delta(tpl)
         s_full = scores[:, t - 1]
-        score = g * (stored + diff) + (1 - g) * s_full
-        deep_feats = {k: g * last_deep[k] + (1 - g) * feats[t][k] for k in last_deep}
-        x_full = net.refiner.deep(s_full, deep_feats)
-        x = g * net.refiner.translate(prev_x, diff) + (1 - g) * x_full
+        # The deep part runs on the whole batch, so its BatchNorm's batch statistics cover every
+        # sample, as in the published step: full-path samples bring this frame's features and
+        # target-model score, reuse samples those of their last full-path frame and the stored score.
+        deep_feats = {k: torch.where(reuse, last_deep[k], feats[t][k]) for k in last_deep}
+        x_deep = net.refiner.deep(torch.where(reuse, stored, s_full), deep_feats)
+        # Only x is blended by the gate (the gate's gradient comes through it); the score is chosen.
+        x = g * net.refiner.translate(prev_x, diff) + (1 - g) * x_deep
+        score = torch.where(reuse, stored + diff, s_full)
         logits = net.refiner.shallow(x, score, {"layer3": feats[t]["layer3"], "layer2": feats[t]["layer2"]},
                                      image_size)
 
@@ -90,18 +96,18 @@ def forward_sequence(net: GFRTM, feats: list[Features], scores: Tensor, labels: 
         delta_sum = delta_sum + delta_loss(diff, mask_to_stride(label, size16, training=True), stored)
         gate_sum = gate_sum + gate_loss(p, target, m2)
 
-        # State for the next frame, with the hard decision. Deviation (previous x), DESIGN 5: the
-        # inference rule - full-path samples take the new x, reuse samples keep theirs (the
-        # published training code has this gate inverted).
-        prev_x = hard * prev_x + (1 - hard) * x_full
-        stored = hard * stored + (1 - hard) * s_full
-        last_deep = {k: (hard * last_deep[k] + (1 - hard) * feats[t][k]) for k in last_deep}
-        last_full_label = hard * last_full_label + (1 - hard) * label
+        # State for the next frame. The previous x is blended by g, so the gradient flows through it
+        # as in the published step. Deviation (previous x): with the inference rule - full-path
+        # samples take the new x, reuse samples keep theirs (the published step has the gate inverted).
+        prev_x = g * prev_x + (1 - g) * x_deep
+        stored = torch.where(reuse, stored, s_full)
+        last_deep = deep_feats
+        last_full_label = torch.where(reuse, last_full_label, label)
 
         mask = torch.sigmoid(logits.detach())
         masks.append(mask)
         diffs.append(diff.detach())
-        decisions.append(hard.flatten())
+        decisions.append(reuse.flatten().to(labels.dtype))
         targets.append(target)
         ious.append(mask_iou(mask, label, empty=1.0))
 
