@@ -1,12 +1,13 @@
-"""Train G-FRTM: the reuse gate, template matching, delta generator and refinement network (DESIGN 5).
+"""Train G-FRTM: the reuse gate, template matching, delta generator and refinement network (docs/method.md, "Training").
 
     python train.py --ftext resnet18 --dset all --name rn18_all             # DAVIS 2017 + YouTube-VOS 2018
     python train.py --dset yt2018 --m1 0.5 --name rn18_ytvos
     python train.py --dset synthetic --backbone-weights none --size 224x128 --max-epochs 20   # CPU demo
     torchrun --nproc_per_node=4 train.py --dset all --name rn18_all         # several GPUs (DDP)
 
-A run resumes from the latest `<checkpoints>/<name>/<name>_ep*.pth`. Edit `paths` below for your
-machine; the command-line flags override it.
+A run resumes from the latest `<checkpoints>/<name>/<name>_ep*.pth`; Ctrl-C or SIGTERM stops it with a
+line that names that checkpoint and the command that continues. Edit `paths` below for your machine;
+the command-line flags override it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ paths = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train; Ctrl-C or SIGTERM stops with one line (the checkpoint a rerun resumes from, the command) and 130/143."""
+    from lib.interrupts import exit_status, interrupted_line, sigterm_as_interrupt
+    from trainer.interrupted import continue_command, interrupt_of, is_reporting_process, saved_text
+    from trainer.signals import kept_across_finalizers
+
+    parsed: dict = {}  # the options, once parsed: the message names their run's checkpoint
+    with sigterm_as_interrupt(), kept_across_finalizers():
+        try:
+            return _main(argv, parsed)
+        except BaseException as err:  # an interrupt (even one another error was raised over) ends quietly
+            stop = interrupt_of(err)
+            if stop is None:
+                raise
+    if is_reporting_process():
+        print(interrupted_line(stop, saved_text(parsed.get("opts")), continue_command(argv)), file=sys.stderr)
+    return exit_status(stop)
+
+
+def _main(argv: list[str] | None, parsed: dict) -> int:
     from dataset.errors import DatasetError
     from models.backbone import BackboneWeightsError
     from models.checkpoint import CheckpointError
@@ -30,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.options import TrainingError, parse_options
     from trainer.tm_cache import CacheMismatchError, TargetModelFitError
 
-    opts = parse_options(argv, paths)
+    opts = parsed["opts"] = parse_options(argv, paths)
     try:
         run_training(opts)
     except (TrainingError, DatasetError, CheckpointError, BackboneWeightsError, CacheMismatchError,

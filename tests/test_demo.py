@@ -185,3 +185,62 @@ def test_start_mask_resize_and_refusals(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(VideoInputError, match="cannot read the mask image"):
         read_start_mask(tmp_path / "text.png", (4, 4))
+
+
+@pytest.mark.parametrize("case", ["grey 0/128", "grey 0/1", "16-bit 0/65535", "grey as RGB", "black and red"])
+def test_a_mask_of_background_and_one_value_is_object_1(tmp_path, case):
+    shape = np.zeros((H, W), np.uint8)
+    shape[10:30, 20:50] = 1
+    if case == "grey 0/128":
+        image = Image.fromarray(shape * 128)
+    elif case == "grey 0/1":
+        image = Image.fromarray(shape)
+    elif case == "16-bit 0/65535":
+        image = Image.fromarray(shape.astype(np.uint16) * 65535)
+    elif case == "grey as RGB":
+        image = Image.fromarray(np.repeat(shape[..., None] * 128, 3, axis=2))
+    else:
+        image = Image.fromarray(shape[..., None] * np.array([230, 20, 20], np.uint8))  # not a palette colour
+    image.save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_start_mask(tmp_path / "mask.png", (H, W)), shape)
+
+
+def test_palette_indices_and_several_grey_values_stay_object_ids(tmp_path):
+    ids = np.zeros((H, W), np.uint8)
+    ids[10:30, 20:50] = 128
+    palette = Image.fromarray(ids, mode="P")
+    palette.putpalette(DAVIS_PALETTE.ravel().tolist())
+    palette.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_start_mask(tmp_path / "palette.png", (H, W)), ids)  # a palette keeps 128
+    ids[40:50, 60:70] = 3
+    Image.fromarray(ids).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(read_start_mask(tmp_path / "grey.png", (H, W)), ids)  # several values: ids
+    Image.fromarray(DAVIS_PALETTE[(ids > 0) * 2]).save(tmp_path / "green.png")  # black and palette colour 2
+    np.testing.assert_array_equal(read_start_mask(tmp_path / "green.png", (H, W)), (ids > 0) * 2)
+    Image.fromarray(np.array([[0, 300, 301, 0]] * 4, np.uint16)).save(tmp_path / "wide.png")
+    with pytest.raises(VideoInputError, match="object ids must be 1..254"):
+        read_start_mask(tmp_path / "wide.png", (4, 4))
+
+
+def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_settings(tmp_path):
+    from lib.demo_runs import DemoOutput, OutputInUse, prepare
+
+    out = DemoOutput(tmp_path / "out")
+    settings = {"video": "clip.mp4", "TH": 0.7}
+    assert prepare(out, settings, overwrite=False) is False  # nothing there: a fresh start
+    out.write_record(settings, finished=False)
+    out.masks.mkdir()
+    (out.masks / "00000.png").write_bytes(b"a mask")
+    assert prepare(out, settings, overwrite=False) is True  # interrupted, same settings: continued, files kept
+    assert (out.masks / "00000.png").is_file()
+    with pytest.raises(OutputInUse, match=r"interrupted run with other settings \(TH: 0.7 there, 0.5 now\)"):
+        prepare(out, {**settings, "TH": 0.5}, overwrite=False)
+    out.write_record(settings, finished=True)
+    with pytest.raises(OutputInUse, match="already holds the results of a run; pass --overwrite"):
+        prepare(out, settings, overwrite=False)
+    assert prepare(out, {**settings, "TH": 0.5}, overwrite=True) is False  # --overwrite clears everything
+    assert not out.masks.exists() and not out.record.exists()
+    out.masks.mkdir()
+    (out.masks / "00000.png").write_bytes(b"an older version's mask, no record")
+    with pytest.raises(OutputInUse, match="already holds the results"):
+        prepare(out, settings, overwrite=False)

@@ -1,6 +1,7 @@
 """train.py end to end on generated synthetic videos (tiny frames, CPU), and its errors for bad input."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ from models.checkpoint import save_gfrtm
 from models.config import NetworkConfig
 from models.gfrtm import GFRTM
 from train import main, paths
+from trainer.checkpoints import epoch_checkpoints, prune_checkpoints
 from trainer.loop import check_before_training
 from trainer.options import build_parser, parse_options
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+KEY_TABLE = Path(__file__).resolve().parents[1] / "weights" / "checkpoint_keys_resnet18.tsv"
 STAT_KEYS = {"loss", "seg", "delta", "gate", "iou", "reuse_rate", "lr", "tm_cache_hits"}
 
 
@@ -40,10 +42,9 @@ def test_synthetic_run_writes_checkpoints_logs_cache_and_resumes(tmp_path, capsy
     assert ckpt["name"] == "cli" and ckpt["epoch"] == 1 and ckpt["backbone_weights"] == "none"
     assert STAT_KEYS <= set(ckpt["stats"]) and ckpt["stats"]["samples"] == 2
     assert 0.0 <= ckpt["stats"]["reuse_rate"] <= 1.0 and 0.0 <= ckpt["stats"]["iou"] <= 1.0
-    if (SHARED / "spec").is_dir():
-        lines = (SHARED / "spec" / "checkpoint_keys_resnet18.tsv").read_text().splitlines()
-        spec = {line.split("\t")[0]: line.split("\t")[1] for line in lines if line and not line.startswith("#")}
-        assert {k: str(tuple(v.shape)) for k, v in ckpt["model"].items()} == spec
+    lines = KEY_TABLE.read_text().splitlines()
+    spec = {line.split("\t")[0]: line.split("\t")[1] for line in lines if line and not line.startswith("#")}
+    assert {k: str(tuple(v.shape)) for k, v in ckpt["model"].items()} == spec
     assert any((tmp_path / "tb" / "cli").glob("events.out.tfevents.*"))
     cache = tmp_path / "tmcache" / "resnet18-c32_gTrue"
     assert (cache / "cache_info.json").is_file() and any(cache.glob("*/*.*.layer4.pth"))
@@ -96,7 +97,7 @@ def test_checkpoints_of_the_other_backbone_are_refused(tmp_path, capsys):
 @pytest.mark.parametrize("flags", [["--size", "480"], ["--size", "16x16"], ["--seq-len", "1"],
                                    ["--dset", "davis2016"], ["--lr", "0"], ["--m2", "-0.1"], ["--dev", "gpu0"],
                                    ["--name", "runs/a"], ["--name", "a\\b"], ["--name", ""], ["--name", "."],
-                                   ["--name", ".."], ["--initPth", "no-such-checkpoint.pth"]])
+                                   ["--name", ".."], ["--initPth", "no-such-checkpoint.pth"], ["--keep-last", "0"]])
 def test_bad_flags_exit_with_usage(tmp_path, flags, capsys):
     with pytest.raises(SystemExit) as exc:
         main(_argv(tmp_path) + flags)
@@ -177,3 +178,67 @@ def test_ytvos_split_file_limits_training_to_its_videos(tmp_path, capsys):
     assert "missing.txt: no such file" in capsys.readouterr().err
     assert main(_argv(tmp_path, "--ytvos-split-file", str(tmp_path / "split.txt"))) == 2
     assert "reads no YouTube-VOS videos" in capsys.readouterr().err
+
+
+def test_keep_last_prunes_older_epochs_up_to_the_one_just_saved(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for epoch in (1, 2, 3, 4, 9):
+        (folder / f"run_ep{epoch:04d}.pth").write_bytes(b"x")
+    (folder / ".run_ep0005.pth.abc.tmp").write_bytes(b"a save in progress")
+    (folder / "run_ep0002.pth.bak").write_bytes(b"not a checkpoint name")
+    assert prune_checkpoints(tmp_path, "run", keep=2, saved_epoch=4) == [folder / "run_ep0001.pth",
+                                                                       folder / "run_ep0002.pth"]
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == [".run_ep0005.pth.abc.tmp", "run_ep0002.pth.bak", "run_ep0003.pth", "run_ep0004.pth",
+                    "run_ep0009.pth"]  # a later epoch's file (another run of the name) never pushes out the new one
+    assert prune_checkpoints(tmp_path, "run", keep=1, saved_epoch=9) == [folder / "run_ep0003.pth",
+                                                                       folder / "run_ep0004.pth"]
+    assert [e for e, _ in epoch_checkpoints(tmp_path, "run")] == [9]
+
+
+def test_an_interrupt_behind_another_error_is_still_the_interrupt(monkeypatch):
+    from lib.interrupts import Terminated
+    from trainer.interrupted import continue_command, interrupt_of
+
+    stop = Terminated()
+    try:
+        try:
+            raise stop
+        except Terminated:
+            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated.")
+    except RuntimeError as err:
+        assert interrupt_of(err) is stop
+    assert interrupt_of(RuntimeError("a real error")) is None
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert continue_command(["--name", "a b"]) == "torchrun --nproc_per_node=4 train.py --name 'a b'"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert continue_command(["--name", "a"]) == "python train.py --name a"
+
+
+def test_an_interrupt_inside_a_finalizer_is_kept_for_the_next_check():
+    import os
+    import signal
+
+    from lib.interrupts import Terminated, sigterm_as_interrupt
+    from trainer.interrupted import interrupt_of
+    from trainer.signals import kept_across_finalizers, raise_if_interrupted
+
+    class JoinsWorkers:
+        def __del__(self):  # as the DataLoader iterator's, which waits for its workers between epochs
+            os.kill(os.getpid(), signal.SIGINT)
+            self.after = True  # the handler runs here; Python would print and drop a KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with sigterm_as_interrupt(), kept_across_finalizers():
+        raise_if_interrupted()  # nothing received yet
+        obj = JoinsWorkers()
+        del obj  # no exception here...
+        assert interrupt_of(RuntimeError("a peer process is gone")).__class__ is KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()  # ...but at the next check
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)  # outside a finalizer: at once
+    assert signal.getsignal(signal.SIGINT) is before

@@ -1,4 +1,4 @@
-"""Training checkpoints: save (atomic), resume from the latest, and --initPth (DESIGN 5, 8).
+"""Training checkpoints: save (atomic), resume from the latest, and --initPth.
 
 A checkpoint is `<checkpoints>/<name>/<name>_ep<epoch:04d>.pth`, a dict with 'name', 'epoch',
 'stats', 'model' (the G-FRTM state dict with exactly the published keys), 'optimizer',
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, check_state_dict, detect_backbone, load_checkpoint, save_gfrtm
+from lib.printable import printable
+from models.checkpoint import (CheckpointError, DamagedCheckpointError, check_state_dict, detect_backbone,
+                               load_checkpoint, save_gfrtm)
 
 REFINER_PREFIX = "refiner."
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch")  # what resuming needs of a checkpoint
 
 
 def checkpoint_path(folder: str | Path, name: str, epoch: int) -> Path:
@@ -29,10 +33,35 @@ def checkpoint_path(folder: str | Path, name: str, epoch: int) -> Path:
 
 def latest_checkpoint(folder: str | Path, name: str) -> Path | None:
     """The `<name>_ep*.pth` with the highest epoch in `<folder>/<name>`, or None."""
+    found = epoch_checkpoints(folder, name)
+    return found[-1][1] if found else None
+
+
+def epoch_checkpoints(folder: str | Path, name: str) -> list[tuple[int, Path]]:
+    """(epoch, path) of every `<name>_ep<NNNN>.pth` in `<folder>/<name>`, oldest epoch first.
+
+    Temporary files of a save in progress (`.<name>_ep<NNNN>.pth.*.tmp`) do not match.
+    """
     pattern = re.compile(rf"^{re.escape(name)}_ep(\d+)\.pth$")
-    found = [(int(m.group(1)), p) for p in (Path(folder) / name).glob(f"{name}_ep*.pth")
-             if (m := pattern.match(p.name))]
-    return max(found)[1] if found else None
+    return sorted((int(m.group(1)), p) for p in (Path(folder) / name).glob(f"{name}_ep*.pth")
+                  if (m := pattern.match(p.name)))
+
+
+def prune_checkpoints(folder: str | Path, name: str, keep: int, saved_epoch: int) -> list[Path]:
+    """--keep-last: of run `name`'s epoch checkpoints up to `saved_epoch` (the one just written), delete all
+    but the `keep` newest; returns the deleted paths.
+
+    Call it only after that checkpoint is in place (saves are atomic, so a file that exists is
+    complete): the run can then always resume from what is left. Files of later epochs (left by
+    another run of the same name) are not touched, so they can never push out the new one.
+    """
+    if keep < 1:
+        raise ValueError(f"prune_checkpoints: keep must be at least 1, got {keep}")
+    upto = [path for epoch, path in epoch_checkpoints(folder, name) if epoch <= saved_epoch]
+    old = upto[:-keep]
+    for path in old:
+        path.unlink(missing_ok=True)  # missing_ok: another process may prune the same folder
+    return old
 
 
 def save_training_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
@@ -53,10 +82,14 @@ def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, schedul
     """Restore model, optimizer, scheduler and random states from `path`; returns its epoch and stats.
 
     A checkpoint of another backbone or other backbone weights is refused: the trained parts only
-    fit the frozen features they were trained on.
+    fit the frozen features they were trained on. A damaged one is refused with the previous good
+    checkpoint of the run and the command that makes the run resume from it.
     """
-    ckpt = load_checkpoint(path)
-    missing = [k for k in ("model", "optimizer", "scheduler", "epoch") if k not in ckpt]
+    try:
+        ckpt = load_checkpoint(path)
+    except DamagedCheckpointError as err:
+        raise CheckpointError(_damaged_latest(path, err)) from None
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); move it out of the "
                               f"checkpoint folder or choose another --name")
@@ -66,6 +99,7 @@ def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, schedul
                               f"to resume it, or another --name (or --checkpoints) to start a new run")
     recorded = ckpt.get("backbone_weights")
     if recorded is not None and str(recorded) != str(backbone_weights):
+        recorded = printable(recorded, 200)  # read from the file: no escape codes reach the terminal
         raise CheckpointError(f"{path} was trained with --backbone-weights {recorded}, this run uses "
                               f"--backbone-weights {backbone_weights}: pass --backbone-weights {recorded} to resume "
                               f"it, or another --name (or --checkpoints) to start a new run")
@@ -76,6 +110,26 @@ def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, schedul
     if "rng" in ckpt:
         set_rng_state(ckpt["rng"])
     return Resumed(int(ckpt["epoch"]), dict(ckpt.get("stats", {})))
+
+
+def _damaged_latest(path: Path, err: DamagedCheckpointError) -> str:
+    """The message for a damaged latest checkpoint: the newest earlier one that reads, and how to resume from it."""
+    match = re.match(r"^(.+)_ep(\d+)\.pth$", path.name)
+    earlier = ([(epoch, p) for epoch, p in epoch_checkpoints(path.parent.parent, match.group(1))
+                if epoch < int(match.group(2))] if match else [])
+    move = f"mv {shlex.quote(str(path))} {shlex.quote(str(path) + '.damaged')}"  # no longer an _epNNNN.pth name
+    for epoch, candidate in reversed(earlier):
+        try:
+            readable = all(key in load_checkpoint(candidate) for key in TRAINING_KEYS)
+        except CheckpointError:
+            readable = False
+        if readable:
+            return (f"the latest checkpoint of this run, {path}, is damaged or truncated ({err.detail}). The previous "
+                    f"good checkpoint is {candidate} (epoch {epoch}): to resume from it, move the damaged file out "
+                    f"of the way with `{move}` and run the same command again")
+    return (f"the latest checkpoint of this run, {path}, is damaged or truncated ({err.detail}), and no earlier "
+            f"checkpoint of the run can be read. Move it out of the way with `{move}` and run the same command "
+            f"again to start the run from the beginning, or copy the file again from a backup")
 
 
 def switch_initial_lr(optimizer: torch.optim.Optimizer, scheduler, lr: float) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, TypeVar
 
 import torch
@@ -39,11 +40,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device: str | None) -> DistInfo:
+def setup(device: str | None, timeout: timedelta | None = None) -> DistInfo:
     """Join the torchrun process group when WORLD_SIZE > 1, else run single-process on `device`.
 
     Under torchrun each process takes cuda:LOCAL_RANK when CUDA is available (NCCL), else the
-    CPU (gloo); `device` 'cpu' forces the CPU.
+    CPU (gloo); `device` 'cpu' forces the CPU. timeout: how long a collective waits for the other
+    processes (torch's default when None).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -53,7 +55,8 @@ def setup(device: str | None) -> DistInfo:
     dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+    extra = {"timeout": timeout} if timeout is not None else {}
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://", **extra)
     return DistInfo(dist.get_rank(), dist.get_world_size(), dev)
 
 

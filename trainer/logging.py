@@ -1,4 +1,4 @@
-"""TensorBoard output of a training run: per-epoch scalars and an image grid of one sample (DESIGN 5)."""
+"""TensorBoard output of a training run: per-epoch scalars and an image grid of one sample."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,8 +1,10 @@
-"""The training run: data, model, optimiser, epochs with a progress bar, checkpoints and logs (DESIGN 5)."""
+"""The training run: data, model, optimiser, epochs with a progress bar, checkpoints and logs."""
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,10 @@ from models.backbone import build_backbone
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
 from trainer import distributed
-from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, resume,
+from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, prune_checkpoints, resume,
                                  save_training_checkpoint, switch_initial_lr)
 from trainer.distributed import DistInfo
+from trainer.signals import held_signals, raise_if_interrupted, unblock_signals
 from trainer.logging import TrainLogger, sample_grid
 from trainer.losses import reuse_margin
 from trainer.options import (TrainingError, TrainOptions, check_dataset_roots, check_read_only_cache,
@@ -101,7 +104,7 @@ class Trainer:
         images = batch["images"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True).float()
         feats = frozen_features(self.backbone, images)
-        # the cache names a sample by its first frame's file number (DESIGN 5), not its list position
+        # the cache names a sample by its first frame's file number, not its list position
         models = self.provider(images[:, 0], labels[:, 0], batch["sequence"], batch["frame_numbers"][:, 0].tolist(),
                                batch["object_id"].tolist())
         scores = target_scores(models, feats)
@@ -129,17 +132,20 @@ class Trainer:
         sums = dict.fromkeys(LOSS_KEYS, 0.0)
         count = 0
         hits, misses = self.cache.hits, self.cache.misses
-        bar = tqdm(loader, desc=f"epoch {epoch}/{self.cfg.max_epochs}", disable=not self.info.is_main,
-                   dynamic_ncols=True, leave=False)
-        for batch in bar:
-            out = self.train_batch(batch, epoch)
-            n = batch["images"].shape[0]
-            for key, value in zip(LOSS_KEYS, torch.stack([out[k] for k in LOSS_KEYS]).tolist()):  # one sync
-                sums[key] += value * n
-            count += n
-            bar.set_postfix({k: f"{sums[k] / count:.3f}" for k in ("loss", "seg", "delta", "gate", "iou")}
-                            | {"reuse": f"{sums['reuse_rate'] / count:.2f}"})
-        bar.close()
+        with held_signals():  # the workers are forked now: see held_signals
+            batches = iter(loader)
+        # `with`: an error or Ctrl-C clears the bar before the message that ends the run
+        with tqdm(batches, total=len(loader), desc=f"epoch {epoch}/{self.cfg.max_epochs}",
+                  disable=not self.info.is_main, dynamic_ncols=True, leave=False) as bar:
+            for batch in bar:
+                out = self.train_batch(batch, epoch)
+                n = batch["images"].shape[0]
+                for key, value in zip(LOSS_KEYS, torch.stack([out[k] for k in LOSS_KEYS]).tolist()):  # one sync
+                    sums[key] += value * n
+                count += n
+                bar.set_postfix({k: f"{sums[k] / count:.3f}" for k in ("loss", "seg", "delta", "gate", "iou")}
+                                | {"reuse": f"{sums['reuse_rate'] / count:.2f}"})
+                raise_if_interrupted()  # a Ctrl-C that arrived inside a finalizer stops the run here
         totals = distributed.all_sum({**sums, "count": count, "tm_cache_hits": self.cache.hits - hits,
                                       "tm_cache_misses": self.cache.misses - misses}, self.info)
         total = max(totals["count"], 1.0)
@@ -150,10 +156,13 @@ class Trainer:
         return stats
 
     def save(self, epoch: int, stats: dict[str, float]) -> Path:
+        """Write the epoch's checkpoint (atomically), then apply --keep-last to the older ones."""
         path = checkpoint_path(self.opts.paths.checkpoints, self.opts.name, epoch)
         save_training_checkpoint(path, self.net, self.optimizer, self.scheduler, self.opts.name, epoch, stats,
                                  self.opts.backbone_weights)
         self.last_checkpoint = path
+        if self.opts.keep_last is not None:  # only now: the new checkpoint is complete and in place
+            prune_checkpoints(self.opts.paths.checkpoints, self.opts.name, self.opts.keep_last, epoch)
         return path
 
     def _non_finite_gradients(self) -> list[str]:
@@ -236,7 +245,8 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     trainer = Trainer(opts, info)
     sampler = EpochSampler(dataset, info, cfg.seed, cfg.epoch_samples)
     loader = DataLoader(dataset, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
-                        num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False)
+                        num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False,
+                        worker_init_fn=leave_signals_to_main)
     logger = TrainLogger(opts.paths.tensorboard, opts.name) if info.is_main else None
     if trainer.start_epoch > cfg.max_epochs:
         trainer.say(f"{opts.name}: epoch {trainer.start_epoch - 1} already done, nothing to train "
@@ -255,6 +265,7 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
                 trainer.say(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()) + f" -> {path}")
             distributed.barrier(info)
             history.append(stats)
+            raise_if_interrupted()
     finally:
         if logger is not None:
             logger.close()
@@ -275,6 +286,26 @@ def _training_set(opts: TrainOptions, info: DistInfo):
                                        ytvos_split_file=opts.paths.ytvos_split_file)
     dataset = distributed.on_main(build, info)  # rank 0 caches the pixel statistics: the others just read them
     return dataset if dataset is not None else build()
+
+
+def leave_signals_to_main(worker_id: int) -> None:
+    """DataLoader worker start: Ctrl-C and SIGTERM are the main process's to report; it stops its workers.
+
+    A terminal's Ctrl-C reaches every process of the foreground group, and torchrun (like a batch
+    system) signals each rank's whole process group, so the workers get the signal too. SIGINT is
+    ignored: the worker prints nothing and waits for the main process's shutdown. SIGTERM ends the
+    worker at once, as the default action would (the DataLoader's own `terminate()` relies on it),
+    but with status 0: killed by a signal, the worker would make the DataLoader raise "worker killed
+    by signal" over the main process's orderly stop. The worker was forked with both signals held
+    back (`held_signals`), so none arrived before this point; they are let in now.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_worker)
+    unblock_signals()
+
+
+def _end_worker(signum: int, frame) -> None:
+    os._exit(0)  # no cleanup to do: the main process owns every file the worker reads
 
 
 def seed_everything(seed: int) -> None:

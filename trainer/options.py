@@ -29,7 +29,7 @@ class RunPaths:
     tensorboard: Path
     tmcache: Path
     synthetic_root: Path | None = None  # --dset synthetic: where the generated videos live
-    ytvos_split_file: Path | None = None  # only these YouTube-VOS train/ videos (e.g. spec/ytvos_jjtrain.txt)
+    ytvos_split_file: Path | None = None  # only these YouTube-VOS train/ videos (e.g. dataset/splits/ytvos_jjtrain.txt)
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class TrainOptions:
     backbone_weights: str
     tmcache_readonly: bool = False
     lr_given: bool = False  # --lr was on the command line: a resumed run switches to it (Trainer._restore)
+    keep_last: int | None = None  # --keep-last: epoch checkpoints kept (None: all)
 
     @property
     def dataset_stats_dir(self) -> Path:
@@ -79,7 +80,7 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="train.py", formatter_class=_HelpFormatter,
-        description="Train G-FRTM (gate, template matching, delta generator, refinement network; DESIGN 5). "
+        description="Train G-FRTM (gate, template matching, delta generator, refinement network). "
                     "Resumes from the latest checkpoint of --name. Multi-GPU: torchrun --nproc_per_node=N train.py")
     p.add_argument("--name", help="run name: checkpoints go to <checkpoints>/<name>, logs to <tensorboard>/<name> "
                                   "(default: gfrtm_<ftext>_<dset>)")
@@ -103,6 +104,9 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--epoch-samples", type=int, default=d.epoch_samples,
                    help="use at most this many samples per epoch (quick runs; default: the whole epoch)")
     p.add_argument("--workers", type=int, default=d.workers, help="data-loading worker processes per process")
+    p.add_argument("--keep-last", type=int, metavar="N",
+                   help="after each epoch's checkpoint is saved, delete this run's older epoch checkpoints so that "
+                        "only the newest N remain (default: keep all; a 260-epoch ResNet-18 run keeps about 7 GB)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr}). When resuming, a value other "
                                             f"than the checkpoint's rescales its schedule to it; without --lr the "
@@ -121,7 +125,7 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--tmcache-readonly", action="store_true",
                    help="read cached target models but never write any (e.g. a shared or published cache)")
     p.add_argument("--ytvos-split-file", help="train only on the YouTube-VOS train/ videos listed in this file, e.g. "
-                                              "../shared/spec/ytvos_jjtrain.txt to keep the yt2018jjval videos out")
+                                              "dataset/splits/ytvos_jjtrain.txt to keep the yt2018jjval videos out")
     p.add_argument("--synthetic-root", help="--dset synthetic: folder of the generated videos (default: under "
                                             "<tmcache>/data)")
     p.add_argument("--synthetic-videos", type=int, default=d.synthetic_videos, help="--dset synthetic: videos")
@@ -155,6 +159,9 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
         raise TrainingError(f"--m1 {args.m1} / --m2 {args.m2}: must not be negative")
     if args.epoch_samples is not None and args.epoch_samples < 1:
         raise TrainingError(f"--epoch-samples {args.epoch_samples}: must be at least 1")
+    if args.keep_last is not None and args.keep_last < 1:
+        raise TrainingError(f"--keep-last {args.keep_last}: must be at least 1 (the newest checkpoint is what a "
+                            f"rerun resumes from); leave it out to keep every epoch's checkpoint")
     if args.dev is not None:
         try:
             resolve_device(args.dev)
@@ -186,7 +193,8 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
         weights = str(Path(weights).resolve())  # recorded in checkpoints and the cache index
     return TrainOptions(name=name, cfg=cfg, paths=run_paths, device=args.dev,
                         init_pth=Path(args.initPth) if args.initPth else None, backbone_weights=weights,
-                        tmcache_readonly=args.tmcache_readonly, lr_given=args.lr is not None)
+                        tmcache_readonly=args.tmcache_readonly, lr_given=args.lr is not None,
+                        keep_last=args.keep_last)
 
 
 def check_run_name(name: str) -> None:
@@ -227,7 +235,7 @@ def check_dataset_roots(opts: TrainOptions) -> None:
                                 f"use it with --dset ytvos2018 or all")
         if not split.is_file():
             raise TrainingError(f"--ytvos-split-file {split}: no such file; pass a list of train/ video names, "
-                                f"one per line (e.g. ../shared/spec/ytvos_jjtrain.txt)")
+                                f"one per line (e.g. dataset/splits/ytvos_jjtrain.txt)")
 
 
 def check_read_only_cache(root: Path, folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""Target models for training samples: fitted on the augmented first frame, or loaded from the cache (DESIGN 5).
+"""Target models for training samples: fitted on the augmented first frame, or loaded from the cache.
 
 Cache layout (the published one):
     <cache>/<backbone>-c<c_channels>_gTrue/<sequence>/<frame0:05d>.<object_id>.layer4.pth
@@ -96,7 +96,7 @@ class TargetModelCache:
             found = {k: tuple(state[k].shape) for k in TM_KEYS}
             if found != {k: tuple(shapes[k]) for k in TM_KEYS}:
                 raise ValueError(f"shapes {found} do not fit this backbone and c_channels")
-        except Exception as err:  # any unreadable file is refitted, never fatal (DESIGN 5)
+        except Exception as err:  # any unreadable file is refitted, never fatal
             # one line: torch's weights-only errors run over many lines of advice that does not apply here
             first_line = next((line for line in str(err).splitlines() if line.strip()), "").strip()
             action = "refitting it (read-only cache: not rewritten)" if self.read_only else "refitting and rewriting it"
@@ -158,7 +158,7 @@ class TargetModelProvider:
 
     @torch.no_grad()
     def fit(self, image: Tensor, mask: Tensor, seed: int) -> TargetModel:
-        """Fit on K augmented copies of image (3,H,W) uint8 with mask (H,W) (DESIGN 2)."""
+        """Fit on K augmented copies of image (3,H,W) uint8 with mask (H,W) (docs/method.md, "Target model")."""
         augmenter = FirstFrameAugmenter(self.cfg.num_aug, self.cfg.min_px_count, seed=seed)
         aug_images, aug_masks = augmenter(image, mask > 0.5)
         layer4 = []
