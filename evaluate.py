@@ -3,6 +3,7 @@
     python evaluate.py --dset demo                      # built-in synthetic videos, CPU, minutes
     python evaluate.py --ftext resnet18 --dset dv2017val --dev cuda:0 --TH 0.7
     python evaluate.py --dset dv2017val --eval-only path/to/results   # score another method's masks
+    torchrun --nproc_per_node=4 evaluate.py --dset yt2018val          # sequences shared among 4 GPUs
 
 Edit `paths` below for your machine; the command-line flags override it.
 """
@@ -50,27 +51,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'imagenet', 'none' or a ResNet state-dict path (default: what the checkpoint was trained "
                         "with, else imagenet)")
     p.add_argument("--sequences", nargs="+", help="run only these sequences")
-    p.add_argument("--restart", metavar="SEQ", help="resume an interrupted run from sequence SEQ")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
-    p.add_argument("--split-file", help="sequence list for yt2018jjval (e.g. ../shared/spec/ytvos_jjvalid.txt)")
-    p.add_argument("--eval-only", metavar="RESULTS_DIR", help="only score an existing results folder")
+    p.add_argument("--restart", metavar="SEQ", help="rerun from sequence SEQ on, keeping the finished ones before it "
+                                                    "(the same command without it continues an interrupted run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results already in the output folder (also those made with other settings)")
+    p.add_argument("--split-file", help="sequence list for yt2018jjval (default: dataset/splits/ytvos_jjvalid.txt)")
+    p.add_argument("--eval-only", metavar="RESULTS_DIR",
+                   help="only score an existing results folder (only read when --output names where the CSVs go)")
     p.add_argument("--davis-root", help=f"overrides paths['davis'] ({paths['davis']})")
     p.add_argument("--ytvos-root", help=f"overrides paths['yt2018'] ({paths['yt2018']})")
-    p.add_argument("--output", help=f"overrides paths['output'] ({paths['output']})")
+    p.add_argument("--output", help=f"overrides paths['output'] ({paths['output']}); with --eval-only: the folder "
+                                   f"for the CSV files")
     p.add_argument("--save-overlays", action="store_true", help="also write an overlay GIF and MP4 per sequence")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lib.evaluate_cli import EvaluationError, run
+    """0 on success; 2 with one `error: ...` line; 130/143 with one line after Ctrl-C/SIGTERM."""
+    from lib.evaluate_cli import main_status
 
     args = parse_args(argv)
-    try:
-        run(args, paths, DEFAULT_MODELS, DEMO_MODEL)
-    except EvaluationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return main_status(args, argv, paths, DEFAULT_MODELS, DEMO_MODEL)
 
 
 if __name__ == "__main__":

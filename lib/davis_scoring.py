@@ -1,5 +1,5 @@
 """Score a folder of result masks the way the official DAVIS toolkit (davis2017-evaluation) does
-for the semi-supervised task, and write its two CSV files (DESIGN.md section 7).
+for the semi-supervised task, and write its two CSV files (docs/method.md, "Scores").
 
 Sequence rules (the toolkit's):
 - scored frames: all annotated frames except the first and the last;
@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -46,6 +46,7 @@ class SequenceScores:
     name: str
     j: dict[int, np.ndarray]
     f: dict[int, np.ndarray]
+    merged_ids: list[int] = field(default_factory=list)  # DAVIS 2016: the result ids merged into object 1
 
 
 def first_frame_object_ids(first_gt_labels: np.ndarray) -> list[int]:
@@ -97,26 +98,49 @@ def score_results_folder(results_dir: str | os.PathLike,
     truth and results; it is applied before void removal because the DAVIS 2016 release marks
     the object with 255. Missing result files are all reported before anything is scored.
     """
+    check_results_folder(results_dir, sequences)
+    return score_listed_sequences(results_dir, sequences, object_ids, progress, merge_objects)
+
+
+def score_listed_sequences(results_dir: str | os.PathLike,
+                           sequences: Sequence[tuple[str, list[str], list[Path]]],
+                           object_ids: dict[str, list[int]] | None = None,
+                           progress: bool = True,
+                           merge_objects: bool = False) -> list[SequenceScores]:
+    """`score_results_folder` without the up-front folder check: for a share of a folder that
+    `check_results_folder` has already checked (several processes score one folder)."""
     results_dir = Path(results_dir)
-    _check_results_folder(results_dir, sequences)
     if object_ids is not None:
         lacking = [name for name, _, _ in sequences if name not in object_ids]
         if lacking:
             raise ScoringError(f"no object ids were given for sequence(s) {', '.join(lacking)}")
     scores = []
-    for name, frames, gt_paths in tqdm(sequences, desc="scoring", unit="seq", disable=not progress):
-        first = _read_labels([gt_paths[0]], merge_objects)[0]
-        gt = _read_labels(gt_paths[1:-1], merge_objects)
-        res = _read_labels([results_dir / name / f"{frame}.png" for frame in frames[1:-1]], merge_objects)
-        if res.shape[1:] != gt.shape[1:]:
-            raise ScoringError(f"sequence {name}: result masks in {results_dir / name} are {res.shape[1:]} (H, W) "
-                               f"but the ground truth is {gt.shape[1:]}; write results at the original size")
-        ids = object_ids[name] if object_ids is not None else first_frame_object_ids(first)
-        scores.append(score_sequence(name, gt, res, ids))
+    # `with`: an interrupt clears the bar instead of leaving half of it on the terminal
+    off = {} if progress else {"disable": True}  # when on, tqdm's own default (and TQDM_DISABLE) applies
+    with tqdm(total=len(sequences), desc="scoring", unit="seq", leave=False, **off) as bar:
+        for name, frames, gt_paths in sequences:
+            first = _read_labels([gt_paths[0]], merge_objects)[0]
+            gt = _read_labels(gt_paths[1:-1], merge_objects)
+            res = _read_labels([results_dir / name / f"{frame}.png" for frame in frames[1:-1]], merge=False)
+            merged = []
+            if merge_objects:
+                merged = sorted(set(np.unique(res).tolist()) - {0})
+                res = (res > 0).astype(np.uint8)
+            if res.shape[1:] != gt.shape[1:]:
+                raise ScoringError(f"sequence {name}: result masks in {results_dir / name} are {res.shape[1:]} (H, W) "
+                                   f"but the ground truth is {gt.shape[1:]}; write results at the original size")
+            ids = object_ids[name] if object_ids is not None else first_frame_object_ids(first)
+            seq_scores = score_sequence(name, gt, res, ids)
+            seq_scores.merged_ids = merged if len(merged) > 1 else []
+            scores.append(seq_scores)
+            bar.update(1)
     return scores
 
 
-def _check_results_folder(results_dir: Path, sequences: Sequence[tuple[str, list[str], list[Path]]]) -> None:
+def check_results_folder(results_dir: str | os.PathLike,
+                         sequences: Sequence[tuple[str, list[str], list[Path]]]) -> None:
+    """Raise ScoringError, listing the first missing files, unless every scored result mask exists."""
+    results_dir = Path(results_dir)
     if not results_dir.is_dir():
         what = "is a file, not a folder" if results_dir.exists() else "does not exist"
         raise ScoringError(f"results folder {results_dir} {what}; pass the folder that holds <sequence>/<frame>.png")
@@ -137,7 +161,7 @@ def _check_results_folder(results_dir: Path, sequences: Sequence[tuple[str, list
                            f"every annotated frame except the first and last of each sequence needs a PNG")
 
 
-def _read_labels(paths: Sequence[Path], merge_objects: bool) -> np.ndarray:
+def _read_labels(paths: Sequence[Path], merge: bool) -> np.ndarray:
     """Read label PNGs into a (T, H, W) uint8 stack; frames of different sizes are an error."""
     frames = []
     for path in paths:
@@ -146,7 +170,7 @@ def _read_labels(paths: Sequence[Path], merge_objects: bool) -> np.ndarray:
             raise ScoringError(f"{path}: size {labels.shape} differs from {frames[0].shape} of {paths[0]}")
         frames.append(labels)
     stack = np.stack(frames).astype(np.uint8)
-    if merge_objects:
+    if merge:
         stack = (stack > 0).astype(np.uint8)
     return stack
 

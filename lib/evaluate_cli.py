@@ -1,10 +1,17 @@
-"""evaluate.py's work: resolve the request, run each threshold, score, write, print."""
+"""evaluate.py's work: check the request, run each threshold (shared among torchrun's processes), score, write.
+
+The exit status and the one line on stderr come from `main_status`: 0, 2 with `error: ...` for a
+refused request or a failed run, 130/143 with what is saved and the command that continues after
+Ctrl-C/SIGTERM. Under torchrun only rank 0 prints them, and only rank 0 checks, prepares and
+writes the shared files; every process validates the request before any work.
+"""
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import shutil
+import json
+import sys
 from pathlib import Path
 
 import torch
@@ -12,131 +19,229 @@ import torch
 from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.davis_scoring import ScoringError
-from lib.devices import resolve_device
-from lib.evaluation import (
-    SUBMISSION_SETS,
-    EvaluationError,
-    RunOptions,
-    build_tracker,
-    load_network,
-    plan_output,
-    print_final_table,
-    results_dir_name,
-    run_sequences,
-    score_run,
-)
+from lib.eval_distributed import ProcessFailure, RunFolder, launched_as_main, on_every_process, start
+from lib.eval_state import RunState, missing_folders
+from lib.eval_threshold import ThresholdRun, report_scores, run_threshold, score_folder
+from lib.evaluation import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
 from lib.image_io import ImageReadError
-from lib.run_records import load_sequence_record, write_gate_log, write_submission_zip, write_summary
+from lib.interrupts import exit_status, interrupted_line, sigterm_as_interrupt
+from lib.result_folders import (
+    FolderPlan,
+    FolderRefused,
+    check_complete_folders,
+    plan_folder,
+    prepare_folder,
+    run_settings,
+)
 from models.backbone import BackboneWeightsError
 from models.checkpoint import CheckpointError
+from trainer.distributed import DistInfo, PeerStopped, broadcast_object, on_main, teardown
 
 DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176, 320), "seed": 1000, "split": "val"}
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
+# what stops every process with a message (anything else is a bug: a traceback, and torchrun stops the others)
+REQUEST_ERRORS = (EvaluationError, FolderRefused, *USER_ERRORS)
 
 
-def run(args: argparse.Namespace, paths: dict, default_models: dict, demo_model: Path) -> None:
+def main_status(args: argparse.Namespace, argv: list[str] | None, paths: dict, default_models: dict,
+                demo_model: Path) -> int:
+    """Run evaluate.py and return its exit status; prints at most one line on stderr (rank 0 only)."""
+    state = RunState(argv)
+    speaks = launched_as_main()
     try:
-        _run(args, paths, default_models, demo_model)
-    except USER_ERRORS as err:
+        with sigterm_as_interrupt():
+            run(args, paths, default_models, demo_model, state)
+    except (EvaluationError, ProcessFailure) as err:
+        if speaks:
+            state.prune()
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    except PeerStopped:  # PeerFailed too: rank 0 prints the reason
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as Terminated
+        if speaks:
+            print(interrupted_line(err, state.saved(), state.resume_command()), file=sys.stderr)
+        return exit_status(err)
+    return 0
+
+
+def run(args: argparse.Namespace, paths: dict, default_models: dict, demo_model: Path,
+        state: RunState | None = None) -> None:
+    """Evaluate (or with --eval-only, score) as `args` ask; raises EvaluationError for a refused request."""
+    state = state or RunState([])
+    try:
+        info = start("cpu" if args.eval_only else args.dev)  # None: cuda:0 when CUDA exists, else the CPU
+    except ValueError as err:
+        raise EvaluationError(str(err)) from None
+    try:
+        if args.eval_only:
+            _score_only(args, paths, info, state)
+        else:
+            _evaluate(args, paths, default_models, demo_model, info, state)
+    except (FolderRefused, *USER_ERRORS) as err:
         raise EvaluationError(str(err)) from err
+    finally:
+        teardown(info)
 
 
-def _run(args, paths, default_models, demo_model: Path) -> None:
+def _say(info: DistInfo):
+    return print if info.is_main else (lambda *a, **k: None)
+
+
+def _check_request(args, paths: dict, default_models: dict, demo_model: Path, device: torch.device,
+                   say) -> tuple[Path | None, str]:
+    """Settings that need no data, checked before any data is read or generated; returns the model."""
+    if args.amp and device.type != "cuda":
+        raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
+    return _resolve_model(args, paths, default_models, demo_model, say)
+
+
+def _unique_thresholds(taus: list[float], say) -> list[float]:
+    """--TH values in the order given, each once (two values that name the same folder count as one)."""
+    by_folder: dict[str, float] = {}
+    for tau in taus:
+        by_folder.setdefault(f"{tau:g}", tau)
+    unique = list(by_folder.values())
+    if len(unique) < len(taus):
+        say(f"--TH: {' '.join(f'{t:g}' for t in taus)} names some thresholds more than once; "
+            f"each runs once: {' '.join(f'{t:g}' for t in unique)}")
+    return unique
+
+
+def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: DistInfo, state: RunState) -> None:
+    say, device = _say(info), info.device
     output_root = Path(args.output or paths["output"])
-    dset = "dv2017val" if args.dset == "demo" else args.dset
-    if args.eval_only:
-        _check_writable(Path(args.eval_only), "--eval-only")  # the CSVs are written into the scored folder
-    else:  # settings that need no data are checked before any data is read or generated
-        try:
-            device = resolve_device(args.dev)  # None: cuda:0 when CUDA exists, else the CPU
-        except ValueError as err:
-            raise EvaluationError(str(err)) from None
-        if args.amp and device.type != "cuda":
-            raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
-        model_path, model_name = _resolve_model(args, paths, default_models, demo_model)
-        _check_writable(output_root, "--output")
-    root = _dataset_root(args, paths, output_root)
-    split_file = args.split_file
+    scoring_set = "dv2017val" if args.dset == "demo" else args.dset
+    taus = _unique_thresholds(args.tau, say)
+    model_path, model_name = on_every_process(
+        lambda: _check_request(args, paths, default_models, demo_model, device, say), info, REQUEST_ERRORS)
+    state.created = missing_folders(output_root)
+    on_main(lambda: _check_writable(output_root, "--output"), info)
+    root = _dataset_root(args, paths, output_root, info)
     from dataset.registry import load_eval_sequences
 
-    sequences = load_eval_sequences(dset, root, split_file=split_file, sequences=args.sequences)
-    set_name = args.dset
-
-    if args.eval_only:
-        results = Path(args.eval_only)
-        if dset in SUBMISSION_SETS:
-            raise EvaluationError(f"{args.dset} has no public ground truth: it cannot be scored locally")
-        earlier = [p.name for p in (results / f"global_results-{set_name}.csv",
-                                    results / f"per-sequence_results-{set_name}.csv") if p.exists()]
-        if earlier and not args.overwrite:
-            raise EvaluationError(f"{results} already holds {', '.join(earlier)}; pass --overwrite to replace them")
-        scores = score_run(dset, set_name, sequences, results)
-        print_final_table(args.dset, {"frames": 0, "fps": float("nan"), "reuse_rate": float("nan"), "scores": scores})
-        print(f"wrote the CSV files into {results}")
-        return
-
-    net, trained_with = load_network(model_path, args.ftext, device)
+    sequences = on_every_process(lambda: load_eval_sequences(scoring_set, root, split_file=args.split_file,
+                                                             sequences=args.sequences), info, REQUEST_ERRORS)
+    net, trained_with = on_every_process(lambda: load_network(model_path, args.ftext, device), info, REQUEST_ERRORS)
     backbone_weights = args.backbone_weights or trained_with
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    run_folder = RunFolder(output_root, info) if info.distributed else None
+    try:
+        if run_folder:
+            on_every_process(run_folder.check_shared, info, (ValueError,))
 
-    plans = []  # every threshold's folder is checked before the first one runs
-    for tau in args.tau:
-        out = output_root / results_dir_name(args.dset, model_name, tau)
-        opts = RunOptions(args.dset, set_name, out, tau, args.fast, args.amp, args.overwrite, args.restart)
-        plans.append((tau, out, *plan_output(opts, sequences)))
-    sweep_rows = []
-    for tau, out, todo, wipe in plans:
-        if wipe:
-            shutil.rmtree(out)
-        tracker = build_tracker(net, backbone_weights, tau, args.fast, args.amp, device)
-        print(f"{args.dset}: {len(sequences)} sequences, model {model_name} ({net.cfg.backbone}), TH {tau:g}, "
-              f"device {device} -> {out}")
-        run_sequences(tracker, todo, out)
-        records = [load_sequence_record(out, s.name) for s in sequences]
-        scores = None if dset in SUBMISSION_SETS else score_run(dset, set_name, sequences, out)
-        settings = {"dset": args.dset, "model": str(model_path) if model_path else "untrained", "backbone":
-                    net.cfg.backbone, "backbone_weights": backbone_weights, "tau": tau, "fast": args.fast,
-                    "amp": args.amp, "device": str(device), "torch": torch.__version__}
-        write_gate_log(out / "gate_log.csv", records, {s.name: s.frame_names for s in sequences})
-        summary = write_summary(out / "summary.json", records, scores, settings)
-        if dset in SUBMISSION_SETS:
-            zip_path = out.parent / f"{out.name}.zip"  # not with_suffix: "TH0.7" has a dot
-            write_submission_zip(zip_path, out, [s.name for s in sequences])
-            print(f"submission: {zip_path}")
-        if args.save_overlays:
-            from lib.overlays import save_sequence_overlays
+        plans = broadcast_object(on_main(lambda: _prepare_folders(
+            args, output_root, model_path, model_name, net.cfg.backbone, backbone_weights, taus, sequences, state),
+            info), info)
+        state.planned = True
+        run = ThresholdRun(
+            args.dset, scoring_set, sequences, net, backbone_weights, args.fast, args.amp, args.save_overlays,
+            {"dset": args.dset, "model": str(model_path) if model_path else "untrained", "backbone": net.cfg.backbone,
+             "backbone_weights": backbone_weights, "fast": args.fast, "amp": args.amp, "device": str(device),
+             "torch": torch.__version__}, info, REQUEST_ERRORS, run_folder)
+        names = [s.name for s in sequences]
+        sweep_rows = []
+        for index, plan in enumerate(plans):
+            state.at(plan.folder, names, index, len(plans))
+            if plan.complete:  # finished before an interrupt of this very sweep
+                say(f"{plan.folder}: finished earlier, kept")
+                sweep_rows.append((plan.tau, json.loads((plan.folder / "summary.json").read_text())))
+                continue
+            where = f"device {device}" if not info.distributed else \
+                f"{info.world_size} processes on {'one GPU each' if device.type == 'cuda' else 'the CPU'}"
+            say(f"{args.dset}: {len(sequences)} sequences, model {model_name} ({net.cfg.backbone}), TH {plan.tau:g}, "
+                f"{where} -> {plan.folder}")
+            if plan.finished_before:
+                say(f"continuing: {plan.finished_before} of {len(sequences)} sequences already finished there")
+            sweep_rows.append((plan.tau, run_threshold(run, plan)))
+        state.at(plans[-1].folder, names, len(plans), len(plans))
+        if len(taus) > 1 and info.is_main:
+            _write_sweep(output_root / f"{args.dset}-{model_name}-sweep", sweep_rows)
+    finally:
+        if run_folder:
+            run_folder.remove()
 
-            for seq in sequences:
-                save_sequence_overlays(seq, out, records)
-        print_final_table(args.dset, summary)
-        sweep_rows.append((tau, summary))
-    if len(args.tau) > 1:
-        _write_sweep(output_root / f"{args.dset}-{model_name}-sweep", sweep_rows)
+
+def _prepare_folders(args, output_root: Path, model_path: Path | None, model_name: str, backbone: str,
+                     backbone_weights: str, taus: list[float], sequences: list, state: RunState) -> list[FolderPlan]:
+    """Every threshold's folder is checked before the first one runs, then all are prepared (rank 0)."""
+    plans = []
+    for tau in taus:
+        folder = output_root / results_dir_name(args.dset, model_name, tau)
+        settings = run_settings(args.dset, model_path, backbone, backbone_weights, tau, args.fast, args.amp)
+        plans.append(plan_folder(folder, tau, settings, sequences, args.overwrite, args.restart))
+    check_complete_folders(plans, taus)
+    for plan in plans:
+        prepare_folder(plan, taus)
+        if plan.fresh:
+            state.made.append(plan.folder)
+    return plans
+
+
+def _score_only(args, paths: dict, info: DistInfo, state: RunState) -> None:
+    """--eval-only DIR: score DIR (only read) and write the CSVs into --output, else into DIR."""
+    results = Path(args.eval_only)
+    scoring_set = "dv2017val" if args.dset == "demo" else args.dset
+    if scoring_set in SUBMISSION_SETS:
+        raise EvaluationError(f"{args.dset} has no public ground truth: it cannot be scored locally")
+    csv_dir = Path(args.output) if args.output else results
+    state.nothing_saved = "no CSV written yet"
+    if args.output:
+        state.created = missing_folders(csv_dir)
+    on_main(lambda: _check_csv_folder(csv_dir, args), info)
+    root = _dataset_root(args, paths, Path(args.output or paths["output"]), info)
+    from dataset.registry import load_eval_sequences
+
+    sequences = on_every_process(lambda: load_eval_sequences(scoring_set, root, split_file=args.split_file,
+                                                             sequences=args.sequences), info, REQUEST_ERRORS)
+    scores = score_folder(scoring_set, sequences, results, info, REQUEST_ERRORS)
+
+    def write() -> None:
+        global_scores = report_scores(args.dset, scores, csv_dir)
+        print_final_table(args.dset, {"frames": 0, "fps": float("nan"), "reuse_rate": float("nan"),
+                                      "scores": global_scores})
+        print(f"wrote the CSV files into {csv_dir}")
+
+    on_main(write, info)
+
+
+def _check_csv_folder(csv_dir: Path, args) -> None:
+    """The folder the CSVs go to is writable and holds no earlier CSVs (unless --overwrite)."""
+    flag = "--output" if args.output else "--eval-only"
+    if csv_dir.is_dir() or args.output:  # a missing DIR is named by the scoring itself
+        _check_writable(csv_dir, flag)
+    earlier = [p.name for p in (csv_dir / f"global_results-{args.dset}.csv",
+                                csv_dir / f"per-sequence_results-{args.dset}.csv") if p.exists()]
+    if earlier and not args.overwrite:
+        raise EvaluationError(f"{csv_dir} already holds {', '.join(earlier)}; pass --overwrite to replace them")
 
 
 def _check_writable(folder: Path, flag: str) -> None:
     """Fail in the first second, not after the first sequence, when results cannot be written."""
-    if flag == "--eval-only" and not folder.is_dir():
-        return  # scoring names the missing folder itself
     reason = unwritable_reason(folder)
     if reason:
         raise EvaluationError(f"{flag}: {reason}; pick a writable folder")
 
 
-def _dataset_root(args, paths: dict, output_root: Path) -> Path:
-    if args.dset == "demo":
+def _dataset_root(args, paths: dict, output_root: Path, info: DistInfo) -> Path:
+    if args.dset == "demo":  # generated once, by rank 0, before the others read it
         from dataset.synthetic import generate_dataset
 
         root = output_root / "demo_data"
-        print(f"demo: synthetic DAVIS-layout videos in {root}")
-        return generate_dataset(root, **DEMO_DATA)
+
+        def generate() -> None:
+            print(f"demo: synthetic DAVIS-layout videos in {root}")
+            generate_dataset(root, **DEMO_DATA)
+
+        on_main(generate, info)
+        return root
     if args.dset.startswith("dv"):
         return Path(args.davis_root or paths["davis"])
     return Path(args.ytvos_root or paths["yt2018"])
 
 
-def _resolve_model(args, paths: dict, default_models: dict, demo_model: Path) -> tuple[Path | None, str]:
+def _resolve_model(args, paths: dict, default_models: dict, demo_model: Path, say=print) -> tuple[Path | None, str]:
     """Find the checkpoint; returns (path or None for an untrained demo network, name for folder names)."""
     if args.model:
         candidates = [Path(args.model), Path(paths["models"]) / args.model, Path(paths["models"]) / f"{args.model}.pth"]
@@ -147,7 +252,7 @@ def _resolve_model(args, paths: dict, default_models: dict, demo_model: Path) ->
     if args.dset == "demo":
         if demo_model.is_file():
             return demo_model, demo_model.stem
-        print("demo: no trained demo model in weights/: running an UNTRAINED network (masks will be poor; "
+        say("demo: no trained demo model in weights/: running an UNTRAINED network (masks will be poor; "
               "train one with `python train.py --dset synthetic --backbone-weights none`)")
         return None, "untrained"
     family = "davis" if args.dset.startswith("dv") else "ytvos"

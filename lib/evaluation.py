@@ -1,111 +1,122 @@
 """Running G-FRTM over an evaluation set and scoring it (the logic behind evaluate.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from dataset.sequence import VideoSequence
-from lib.davis_scoring import format_table, score_results_folder, summarize, write_csvs
+from lib.davis_scoring import (
+    SequenceScores,
+    check_results_folder,
+    format_table,
+    score_listed_sequences,
+    summarize,
+    write_csvs,
+)
 from lib.image_io import write_label_png
 from lib.prefetch import prefetch
-from lib.run_records import SequenceRecord, load_sequence_record, save_sequence_record
+from lib.result_folders import forget_sequence
+from lib.run_records import SequenceRecord, save_sequence_record
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
 from models.tracker import Tracker
 
 SUBMISSION_SETS = ("yt2018val", "yt2018valAll")
-RESULT_FILES = ("summary.json", "gate_log.csv")
 
 
 class EvaluationError(RuntimeError):
-    """A problem with the user's request that stops the run before any work is done."""
-
-
-@dataclass
-class RunOptions:
-    dset: str
-    set_name: str  # name used in CSV file names
-    output_dir: Path  # <output>/<dset>-<model>-TH<tau>
-    tau: float
-    fast: bool = True
-    amp: bool = False
-    overwrite: bool = False
-    restart: str | None = None
+    """A refused request or a failed run: evaluate.py prints its message as one `error: ...` line."""
 
 
 def results_dir_name(dset: str, model_name: str, tau: float) -> str:
     return f"{dset}-{model_name}-TH{tau:g}"
 
 
-def plan_output(opts: RunOptions, sequences: list[VideoSequence]) -> tuple[list[VideoSequence], bool]:
-    """Check the output folder; return the sequences still to run and whether to wipe the folder first.
-
-    Touches nothing, so every threshold of a sweep is checked before any runs. A folder that already
-    holds results is refused unless --overwrite (wipe it) or --restart SEQ (keep the finished
-    sequences before SEQ, rerun SEQ and later ones).
-    """
-    out = opts.output_dir
-    names = [s.name for s in sequences]
-    if opts.restart is not None:
-        if opts.restart not in names:
-            raise EvaluationError(f"--restart {opts.restart}: no such sequence in {opts.dset} (first few: {names[:5]})")
-        first = names.index(opts.restart)
-        missing = [n for n in names[:first] if load_sequence_record(out, n) is None]
-        if missing:
-            raise EvaluationError(
-                f"--restart {opts.restart}: {out} has no finished results for {missing[:5]} (which come before it); "
-                f"restart from {missing[0]} instead"
-            )
-        return sequences[first:], False
-    if out.exists() and any(out.iterdir()):
-        if not opts.overwrite:
-            raise EvaluationError(
-                f"{out} already holds results. Use --overwrite to replace them, or --restart SEQ to resume from a sequence."
-            )
-        return sequences, True
-    return sequences, False
-
-
-def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, preload: bool = False) -> None:
+def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, preload: bool = False,
+                  bars: bool = True, label: str = "", stop: Callable[[], bool] | None = None) -> None:
     """Track each sequence, write its palette PNGs and its progress record.
 
     Frames are decoded ahead by a background thread (tracker.cfg.prefetch_frames of them), or all
     read before tracking with `preload`. Either way the tracker's fps counts frames already in
-    memory, as DESIGN 4 asks: its clock runs from receiving a frame to yielding the frame's result.
+    memory: its clock runs from receiving a frame to yielding the frame's result.
+
+    A sequence's old record and masks are removed before it is tracked, and its partial masks when
+    it fails or is interrupted, so the folder never holds a record for masks that are not all there.
+    bars: a progress bar per sequence (off when several processes share the terminal); label
+    prefixes each sequence's line; `stop()` is asked between sequences (another process failed).
     """
     for seq in sequences:
-        if preload:
-            seq.preload()
-        wanted = set(seq.output_frames)
-        # `with`: an error mid-sequence clears the bar, so its message gets a line of its own
-        with tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True) as bar:
-            for result in tracker.track(prefetch(seq.frames(), tracker.cfg.prefetch_frames), seq.start_masks):
-                if result.index in wanted:
-                    write_label_png(out / seq.name / f"{seq.frame_names[result.index]}.png", result.labels)
-                bar.update(1)
-        st = tracker.stats
-        gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in tracker.gate_log]
-        save_sequence_record(
-            out, SequenceRecord(seq.name, st.frames, st.seconds, st.object_frames, st.reused, st.deep_calls, gate)
-        )
-        tqdm.write(f"{seq.name}: {st.frames} frames, {st.fps:.2f} fps, reuse rate {st.reuse_rate:.3f}")
-        seq.release()
+        if stop is not None and stop():
+            return
+        forget_sequence(out, seq.name)
+        try:
+            _track_one(tracker, seq, out, preload, bars)
+            st = tracker.stats
+            gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in tracker.gate_log]
+            save_sequence_record(
+                out, SequenceRecord(seq.name, st.frames, st.seconds, st.object_frames, st.reused, st.deep_calls, gate)
+            )
+        except BaseException:  # no record: the masks so far are removed, a rerun redoes the sequence
+            shutil.rmtree(out / seq.name, ignore_errors=True)
+            raise
+        finally:
+            seq.release()
+        tqdm.write(f"{label}{seq.name}: {st.frames} frames, {st.fps:.2f} fps, reuse rate {st.reuse_rate:.3f}")
 
 
-def score_run(dset: str, set_name: str, sequences: list[VideoSequence], results_dir: Path) -> dict:
-    """Score a results folder against the ground truth; write the two CSVs. Returns the global scores."""
-    items = [(s.name, [s.frame_names[i] for i in s.annotated_frames], [s.annotation_paths[i] for i in s.annotated_frames])
-             for s in sequences]
+def _track_one(tracker: Tracker, seq: VideoSequence, out: Path, preload: bool, bars: bool) -> None:
+    if preload:
+        seq.preload()
+    wanted = set(seq.output_frames)
+    # `with`: an error or interrupt mid-sequence clears the bar, so the message gets a line of its own
+    off = {} if bars else {"disable": True}  # when on, tqdm's own default (and TQDM_DISABLE) applies
+    with tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True, **off) as bar:
+        for result in tracker.track(prefetch(seq.frames(), tracker.cfg.prefetch_frames), seq.start_masks):
+            if result.index in wanted:
+                write_label_png(out / seq.name / f"{seq.frame_names[result.index]}.png", result.labels)
+            bar.update(1)
+
+
+def scoring_items(sequences: list[VideoSequence]) -> list[tuple[str, list[str], list[Path]]]:
+    """(name, annotated frame names, their ground-truth paths) per sequence, as lib.davis_scoring takes them."""
+    return [(s.name, [s.frame_names[i] for i in s.annotated_frames], [s.annotation_paths[i] for i in s.annotated_frames])
+            for s in sequences]
+
+
+def check_scorable(sequences: list[VideoSequence], results_dir: Path) -> None:
+    """Every scored mask is there (raises ScoringError naming the missing ones)."""
+    check_results_folder(results_dir, scoring_items(sequences))
+
+
+def score_sequences(dset: str, sequences: list[VideoSequence], results_dir: Path, progress: bool) -> list[SequenceScores]:
+    """J and F of the given sequences' masks in `results_dir` (checked beforehand by `check_scorable`)."""
     object_ids = {s.name: s.object_ids for s in sequences} if dset.startswith("yt") else None
     merge = any(s.merge_objects for s in sequences)
-    scores = score_results_folder(results_dir, items, object_ids=object_ids, merge_objects=merge)
+    return score_listed_sequences(results_dir, scoring_items(sequences), object_ids=object_ids,
+                                  progress=progress, merge_objects=merge)
+
+
+def write_scores(set_name: str, scores: list[SequenceScores], csv_dir: Path) -> dict:
+    """Write the two CSVs of the scores (in dataset order) into csv_dir; returns the global scores."""
     global_scores, rows = summarize(scores)
-    write_csvs(results_dir, set_name, global_scores, rows)
+    write_csvs(csv_dir, set_name, global_scores, rows)
     return global_scores
+
+
+def merge_note(dset: str, scores: list[SequenceScores]) -> str | None:
+    """DAVIS 2016 scores one object per sequence: one line when results with several object ids were merged."""
+    merged = [s for s in scores if s.merged_ids]
+    if not merged:
+        return None
+    first = merged[0]
+    return (f"{dset}: the masks of {len(merged)} sequence(s) hold several object ids (e.g. {first.name}: "
+            f"{', '.join(map(str, first.merged_ids))}); DAVIS 2016 has one object per sequence, so they were merged "
+            f"into one object before scoring")
 
 
 def load_network(model_path: Path | None, backbone_name: str | None, device: torch.device) -> tuple[GFRTM, str]:

@@ -35,12 +35,17 @@ class SequenceRecord:
         return self.reused / self.object_frames if self.object_frames else 0.0
 
 
+def record_path(out_dir: Path, name: str) -> Path:
+    """Where sequence `name`'s progress record lives; it exists only once the sequence has finished."""
+    return out_dir / PROGRESS_DIR / f"{name}.json"
+
+
 def save_sequence_record(out_dir: Path, record: SequenceRecord) -> None:
-    atomic_write_text(out_dir / PROGRESS_DIR / f"{record.name}.json", json.dumps(asdict(record)))
+    atomic_write_text(record_path(out_dir, record.name), json.dumps(asdict(record)))
 
 
 def load_sequence_record(out_dir: Path, name: str) -> SequenceRecord | None:
-    path = out_dir / PROGRESS_DIR / f"{name}.json"
+    path = record_path(out_dir, name)
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
@@ -76,9 +81,14 @@ def write_gate_log(path: Path, records: list[SequenceRecord], frame_names: dict[
     atomic_write_text(path, buf.getvalue())
 
 
-def write_summary(path: Path, records: list[SequenceRecord], scores: dict | None, settings: dict) -> dict:
+def write_summary(path: Path, records: list[SequenceRecord], scores: dict | None, settings: dict,
+                  run: dict | None = None) -> dict:
+    """summary.json: the totals over all sequences (fps = all frames / the sum of the sequences' tracking
+    times, whichever process tracked them), `run` (e.g. wall time, number of processes), the scores,
+    per-sequence figures and the settings. Returns what it wrote."""
     summary = {
         **totals(records),
+        **(run or {}),
         "scores": scores,
         "per_sequence": {
             r.name: {"frames": r.frames, "fps": r.fps, "reuse_rate": r.reuse_rate, "deep_calls": r.deep_calls}

@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import evaluate
 from dataset.synthetic import generate_dataset
@@ -20,6 +27,16 @@ from models.gfrtm import GFRTM
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAVIS_MINI = SHARED / "data" / "davis-mini"
 SIZE = (48, 64)  # (H, W)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a small machine shared with other jobs, two threads that wait for each
+    other make these runs several times slower (the assertions hold for any thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +195,120 @@ def test_youtube_vos_sweep_writes_one_submission_zip_per_threshold(untrained_rn1
             entries = sorted(zf.namelist())
         annotated = sorted(p.name for p in (root / "valid" / "JPEGImages" / name).glob("*.jpg"))
         assert entries == [f"Annotations/{name}/{Path(f).stem}.png" for f in annotated]
+
+
+# ---------------------------------------------------------------- interrupts and reruns
+
+
+def _files(folder: Path) -> dict[str, tuple]:
+    """Every file and folder under `folder` with what a write would change (contents, size, mtime, mode)."""
+    return {str(p.relative_to(folder)): (p.is_dir(), p.stat().st_mtime_ns, p.stat().st_mode,
+                                         None if p.is_dir() else p.read_bytes())
+            for p in [folder, *sorted(folder.rglob("*"))]}
+
+
+def test_an_interrupted_sweep_continues_when_the_same_command_runs_again(tiny_davis, untrained_rn18, tmp_path,
+                                                                         capsys, monkeypatch):
+    """SIGTERM during the second threshold: one line, status 143; the command it prints finishes the sweep
+    without redoing what was finished; the same folder with other settings is refused."""
+    import lib.evaluation as evaluation
+    from lib.interrupts import Terminated
+
+    first, second = _sequences(tiny_davis)
+    real_save, saves = evaluation.save_sequence_record, []
+
+    def save_then_stop(out, record):  # SIGTERM while the 4th sequence (TH 0.7's second) is being written
+        saves.append(record.name)
+        if len(saves) == 4:
+            raise Terminated()
+        real_save(out, record)
+
+    monkeypatch.setattr(evaluation, "save_sequence_record", save_then_stop)
+    argv = ["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--model", str(untrained_rn18), "--dev", "cpu",
+            "--output", str(tmp_path), "--TH", "1.0", "0.7", "1", "--overwrite"]
+    assert evaluate.main(argv) == 143
+    out, err = capsys.readouterr()
+    assert "each runs once: 1 0.7" in out  # --TH 1.0 and 1 name one folder
+    th07, th1 = tmp_path / "dv2017val-untrained-TH0.7", tmp_path / "dv2017val-untrained-TH1"
+    segments = [s for s in re.split(r"[\r\n]", err) if s.strip()]  # progress bars redraw with \r
+    line = segments[-1]
+    assert err.endswith(line + "\n") and all("%|" in s for s in segments[:-1])  # one line besides the bars
+    assert line.startswith(f"terminated (SIGTERM): 1 of 2 thresholds finished, 1 of 2 sequences finished in {th07}")
+    assert "--overwrite" not in line  # the folders now record the settings: the plain command continues
+    assert (th07 / first / "00004.png").is_file() and not (th07 / second).exists()  # partial masks removed
+    kept = {p: p.stat().st_mtime_ns for p in [*th1.rglob("*.png"), *(th07 / first).glob("*.png")]}
+
+    monkeypatch.setattr(evaluation, "save_sequence_record", real_save)
+    again = shlex.split(line.split("to continue: ", 1)[1])
+    assert again[:2] == ["python", sys.argv[0]]
+    assert evaluate.main(again[2:]) == 0
+    out = capsys.readouterr().out
+    assert f"{th1}: finished earlier, kept" in out and "continuing: 1 of 2 sequences already finished" in out
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing finished was redone
+    assert (th07 / second / "00004.png").is_file() and (th07 / "summary.json").is_file()
+    with open(tmp_path / "dv2017val-untrained-sweep" / "sweep.csv", newline="") as f:
+        assert [row["TH"] for row in csv.DictReader(f)] == ["1", "0.7"]
+
+    assert evaluate.main(again[2:] + ["--full-schedule"]) == 2  # same folders, other settings: never mixed
+    err = capsys.readouterr().err
+    assert "other settings" in err and "schedule fast there, full now" in err and "--overwrite" in err
+
+
+def test_ctrl_c_ends_with_one_line_and_status_130(tiny_davis, untrained_rn18, tmp_path):
+    """A real SIGINT to a running evaluate.py: one line on stderr, no traceback."""
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-u", "evaluate.py", "--dset", "dv2017val", "--davis-root", str(tiny_davis), "--model",
+            str(untrained_rn18), "--dev", "cpu", "--output", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(root), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the run has started once it names its folder
+        if line.startswith("dv2017val: 2 sequences"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("interrupted (Ctrl-C): ")
+    assert f"of 2 sequences finished in {tmp_path / 'dv2017val-untrained-TH0.7'}; to continue: " in err
+
+
+def test_eval_only_with_output_only_reads_the_scored_folder(tiny_davis, tmp_path, capsys):
+    """Someone else's read-only results: the CSVs go to --output and nothing in the scored folder changes
+    (asserted on the files themselves: as root, chmod does not stop writes)."""
+    results = tmp_path / "theirs"
+    shutil.copytree(tiny_davis / "Annotations" / "480p", results)
+    for p in [*results.rglob("*"), results]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    before = _files(results)
+    try:
+        assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results),
+                              "--output", str(tmp_path / "scores")]) == 0
+        assert _files(results) == before
+    finally:
+        for p in [results, *results.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    with open(tmp_path / "scores" / "global_results-dv2017val.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["J&F-Mean"]) == 1.0
+    assert f"wrote the CSV files into {tmp_path / 'scores'}" in capsys.readouterr().out
+
+
+def test_dv2016val_eval_only_merges_several_object_ids_and_says_so(tiny_davis, tmp_path, capsys):
+    results = tmp_path / "multi"
+    shutil.copytree(tiny_davis / "Annotations" / "480p", results)  # video 0 has three objects
+    assert evaluate.main(["--dset", "dv2016val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "merged" in line]
+    assert len(notes) == 1 and "several object ids" in notes[0] and "1, 2, 3" in notes[0]
+    with open(results / "global_results-dv2016val.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["J&F-Mean"]) == 1.0  # the merged masks are the merged truth
+
+
+def test_a_failed_run_leaves_no_empty_folders(tiny_davis, untrained_rn18, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _evaluate(tiny_davis, untrained_rn18, out, "--sequences", "nosuch") == 2
+    assert "nosuch" in capsys.readouterr().err and not out.exists()
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_davis, broken)
+    frame = broken / "JPEGImages" / "480p" / _sequences(tiny_davis)[0] / "00002.jpg"
+    frame.write_bytes(frame.read_bytes()[:len(frame.read_bytes()) // 3])  # the header reads, the pixels do not
+    assert _evaluate(broken, untrained_rn18, out) == 2
+    assert str(frame) in capsys.readouterr().err
+    assert not out.exists()  # neither the results folder nor --output itself is left behind empty

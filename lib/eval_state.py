@@ -1,0 +1,76 @@
+"""Where an evaluate.py run stands, for the line an interrupt prints and the clean-up after a failure."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lib.interrupts import command_line
+from lib.result_folders import finished_sequences, prune_after_failure
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet (a run that fails removes them again when empty)."""
+    missing = []
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _drop_flag(args: list[str], flag: str, takes_value: bool) -> list[str]:
+    """`args` without `flag` (or an abbreviation argparse accepts, e.g. --overw) and its value."""
+    out, k = [], 0
+    while k < len(args):
+        arg = args[k]
+        name = arg.split("=", 1)[0]
+        if len(name) >= 4 and flag.startswith(name):  # argparse takes unambiguous prefixes
+            k += 2 if takes_value and "=" not in arg else 1
+            continue
+        out.append(arg)
+        k += 1
+    return out
+
+
+class RunState:
+    """What is saved so far and how to continue. Only the main process's state is ever printed."""
+
+    def __init__(self, argv: list[str] | None) -> None:
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.folder: Path | None = None  # the threshold's folder being worked on
+        self.names: list[str] = []  # its sequences
+        self.threshold = (0, 1)  # (index, number of thresholds)
+        self.nothing_saved = "nothing saved yet"
+        self.planned = False  # folders are prepared: a plain rerun continues (no --overwrite, no --restart)
+        self.made: list[Path] = []  # results folders this run made or emptied
+        self.created: list[Path] = []  # other folders this run created (e.g. --output)
+
+    def at(self, folder: Path, names: list[str], index: int, count: int) -> None:
+        self.folder, self.names, self.threshold = folder, names, (index, count)
+
+    def saved(self) -> str:
+        if self.folder is None:
+            return self.nothing_saved
+        done = len(finished_sequences(self.folder, self.names))
+        text = f"{done} of {len(self.names)} sequences finished in {self.folder}"
+        index, count = self.threshold
+        return f"{index} of {count} thresholds finished, {text}" if count > 1 else text
+
+    def resume_command(self) -> str:
+        args = self.argv
+        if self.planned:  # the folders now record this run's settings: the same command continues
+            args = _drop_flag(_drop_flag(args, "--overwrite", takes_value=False), "--restart", takes_value=True)
+        command = command_line(args)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return command
+        here = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        script = command.split(" ", 1)[1]  # drop "python"
+        if here == world:
+            return f"torchrun --nproc_per_node={here} {script}"
+        return f"torchrun --nnodes={world // here} --nproc_per_node={here} <the same rendezvous options> {script} " \
+               f"(on every machine)"
+
+    def prune(self) -> None:
+        prune_after_failure(self.made, self.created)
