@@ -76,8 +76,10 @@ class BenchmarkOptions:
     amp: bool = False
     threads: int | None = None
     seed: int = 0
+    compare_bf16: bool = False  # CPU: only the stage timings, float32 against bfloat16 autocast
 
     def check(self) -> None:
+        """Raise BenchmarkError for an option that makes no sense, before anything is built or measured."""
         h, w = self.size
         if h < 32 or w < 32:
             raise BenchmarkError(f"--size {w}x{h}: frames must be at least 32x32 pixels")
@@ -85,12 +87,21 @@ class BenchmarkOptions:
             raise BenchmarkError(f"--frames ({self.frames}) must be >= 3, --repeats ({self.repeats}) >= 1 and "
                                  f"--warmup-frames ({self.warmup_frames}) >= 2")
         if any(not 0.0 <= r <= 1.0 for r in self.rates) or 0.0 not in self.rates or 1.0 not in self.rates:
-            raise BenchmarkError(f"--rates {self.rates}: rates lie in [0, 1] and must include 0 and 1 "
-                                 f"(the ideal mix is built from them)")
+            raise BenchmarkError(f"--rates {' '.join(f'{r:g}' for r in self.rates)}: rates lie in [0, 1] and must "
+                                 f"include 0 and 1 (the ideal mix is built from them)")
         if any(n < 1 for n in self.object_counts) or 1 not in self.object_counts:
-            raise BenchmarkError(f"--objects {self.object_counts}: counts are positive and must include 1")
+            raise BenchmarkError(f"--objects {' '.join(map(str, self.object_counts))}: counts are positive and "
+                                 f"must include 1")
+        if self.threads is not None and self.threads < 1:
+            raise BenchmarkError(f"--threads {self.threads}: give at least 1 (or leave it out for torch's choice)")
+        if self.seed < 0:
+            raise BenchmarkError(f"--seed {self.seed}: seeds are >= 0")
+        if self.compare_bf16 and (self.amp or not self.device.startswith("cpu")):
+            raise BenchmarkError("--compare-bf16 times CPU bfloat16 autocast against float32: use it with --dev cpu "
+                                 "and without --amp")
         if self.amp and not self.device.startswith("cuda"):
-            raise BenchmarkError("--amp is float16 autocast on CUDA: use it with --dev cuda")
+            raise BenchmarkError("--amp is float16 autocast on CUDA: use it with --dev cuda "
+                                 "(for bfloat16 on the CPU, measure with --compare-bf16)")
         try:
             resolve_device(self.device)
         except ValueError as err:
@@ -248,6 +259,7 @@ class Config:
     rate: float
     schedule: str = "batched"
     by_stage: bool = False
+    bf16: bool = False  # CPU bfloat16 autocast (CpuBf16Tracker)
 
 
 class Bench:
@@ -286,7 +298,7 @@ class Bench:
         cfg = TrackerConfig(tau=0.7, amp=self.opts.amp, schedule=config.schedule)
         clock = StageClock(self.device) if config.by_stage and timed else None
         self.memory.reset()
-        tracker = self._track(cfg, config.rate, video.frames(frames), video.start_masks, clock)
+        tracker = self._track(cfg, config.rate, video.frames(frames), video.start_masks, clock, config.bf16)
         if not timed:
             return None
         peak = self.memory.read()
@@ -305,13 +317,39 @@ class Bench:
         return _stage_means(counter.frames)
 
     def _track(self, cfg: TrackerConfig, rate: float, frames, start_masks,
-               clock: StageClock | StageMacs | None) -> Tracker:
-        tracker = Tracker(self.backbone, self.net, cfg, force_reuse=reuse_pattern(rate), timer=clock)
+               clock: StageClock | StageMacs | None, bf16: bool = False) -> Tracker:
+        kind = CpuBf16Tracker if bf16 else Tracker
+        tracker = kind(self.backbone, self.net, cfg, force_reuse=reuse_pattern(rate), timer=clock)
         for _ in tracker.track(frames, start_masks):
             if clock is not None:
                 clock.end_frame()
         _synchronize(self.device)
         return tracker
+
+
+class CpuBf16Tracker(Tracker):
+    """The tracker under CPU bfloat16 autocast (backbone, matching, gate, target-model scores,
+    refinement, upsampler), for measuring only: the target models' GN-CG stays float32 as under any
+    autocast (models/target_model.py turns autocast off around it). The first-frame target-model fit
+    runs in float32: it is outside the per-frame times, and bfloat16 without hardware support would
+    only make the benchmark longer."""
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    def _fit_target_model(self, *args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return super()._fit_target_model(*args, **kwargs)
+
+
+def prepare(opts: BenchmarkOptions) -> Bench:
+    """Check the options, set torch's threads and cuDNN autotuning, build the network."""
+    opts.check()
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    if opts.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    return Bench(opts)
 
 
 def _stage_means(frames: list[dict[str, float]]) -> dict[str, float]:
@@ -339,12 +377,7 @@ def _per_round(ratio: Callable[..., float], *results: RunResult) -> float:
 # ------------------------------------------------------------------------------------- the benchmark
 def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) -> dict:
     """Run every part and return the report (see module docstring); `log` gets progress lines."""
-    opts.check()
-    if opts.threads is not None:
-        torch.set_num_threads(opts.threads)
-    if opts.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-    bench = Bench(opts)
+    bench = prepare(opts)
     started = time.perf_counter()
 
     log("stage timings (full path, reuse path):")

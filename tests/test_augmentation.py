@@ -1,4 +1,4 @@
-"""First-frame augmentation (DESIGN 2.1): outputs, determinism, redraws, errors and backend agreement."""
+"""First-frame augmentation: outputs, determinism, redraws, errors and backend agreement."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -130,6 +130,7 @@ def test_torch_backend_agrees_on_a_real_davis_frame():
     _backend_agreement(image.permute(2, 0, 1).contiguous(), mask, num_aug=5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_input_uses_the_torch_backend_and_matches_cpu():
     image, mask = _scene()

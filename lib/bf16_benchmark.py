@@ -1,0 +1,114 @@
+"""float32 against CPU bfloat16 autocast: the logic behind `benchmark.py --compare-bf16`.
+
+Times the full path (every frame full) and the reuse path (every frame reused) of one object, by
+stage, in float32 and under bfloat16 autocast (lib.benchmarking.CpuBf16Tracker), the four
+configurations interleaved in rounds; each speed-up is the median over rounds of a ratio taken
+within a round. It also reports what the CPU offers for bfloat16: without avx512_bf16 or AMX,
+oneDNN emulates bfloat16 arithmetic and autocast is expected to be slower, not faster.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lib.benchmarking import BenchmarkOptions, Config, RunResult, _per_round, _settings, prepare
+from models.tracker import STAGES
+
+# `--amp` would be worth using bfloat16 on the CPU from this speed-up per frame on (float32 / bfloat16).
+BF16_SPEEDUP_MIN = 1.3
+PRECISIONS = ("float32", "bfloat16")
+PATHS = {"full": 0.0, "reuse": 1.0}  # path -> forced reuse rate
+CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # /proc/cpuinfo names
+
+
+def cpu_bf16_support(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """What this CPU and torch offer for bfloat16.
+
+    Returns {"flags": {flag: bool} for CPU_FLAGS (all False when cpuinfo cannot be read),
+    "cpuinfo_read": bool, "torch_cpu_capability": e.g. "AVX2", "onednn_bf16": oneDNN's own check or
+    None, "hardware_bf16": avx512_bf16 or amx_bf16}.
+    """
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        text = None
+    present: set[str] = set()
+    for line in (text or "").splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            break
+    flags = {name: name in present for name in CPU_FLAGS}
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return {"flags": flags, "cpuinfo_read": text is not None,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_bf16": bool(check()) if check is not None else None,
+            "hardware_bf16": flags["avx512_bf16"] or flags["amx_bf16"]}
+
+
+def _label(path: str, precision: str) -> str:
+    return f"{path} path {precision}"
+
+
+def run_bf16_comparison(opts: BenchmarkOptions, log: Callable[[str], None] = print) -> dict:
+    """Measure (see module docstring) and return the report; `log` gets progress lines."""
+    bench = prepare(opts)
+    started = time.perf_counter()
+    configs = {_label(path, precision): Config(1, rate, by_stage=True, bf16=precision == "bfloat16")
+               for path, rate in PATHS.items() for precision in PRECISIONS}
+    log("stage timings, float32 and bfloat16 autocast (full path, reuse path):")
+    measured = bench.run_interleaved(configs, log)
+    paths = {}
+    for path in PATHS:
+        runs: dict[str, RunResult] = {p: measured[_label(path, p)] for p in PRECISIONS}
+        row = {p: {"per_frame_s": r.per_frame_s, "stages": r.stages_s, "stage_sum_s": sum(r.stages_s.values()),
+                   "rounds_s": [run.per_frame_s for run in r.rounds], "peak_mib": r.peak_mib}
+               for p, r in runs.items()}
+        row["speedup"] = _per_round(lambda f32, b16: f32.per_frame_s / b16.per_frame_s,
+                                    runs["float32"], runs["bfloat16"])
+        row["speedup_rounds"] = [a.per_frame_s / b.per_frame_s
+                                 for a, b in zip(runs["float32"].rounds, runs["bfloat16"].rounds)]
+        paths[path] = row
+    best = max(row["speedup"] for row in paths.values())
+    settings = _settings(opts, bench.memory.kind)
+    settings["benchmark_seconds"] = time.perf_counter() - started
+    return {"settings": settings, "cpu": cpu_bf16_support(), "paths": paths,
+            "verdict": {"best_speedup": best, "limit": BF16_SPEEDUP_MIN, "bf16_worth_it": best >= BF16_SPEEDUP_MIN}}
+
+
+def format_bf16_report(report: dict) -> str:
+    """The comparison as one plain-text table."""
+    s, cpu = report["settings"], report["cpu"]
+    h, w = s["size"]
+    yes = lambda v: "yes" if v else ("unknown" if v is None else "no")  # noqa: E731
+    flags = ", ".join(f"{k} {yes(v)}" for k, v in cpu["flags"].items()) if cpu["cpuinfo_read"] else \
+        "/proc/cpuinfo unreadable"
+    lines = [f"G-FRTM float32 against CPU bfloat16 autocast: {s['backbone']}, {s['machine']}, {w}x{h}, "
+             f"{s['frames']} frames, median of {s['repeats']} rounds, torch {s['torch']}, {s['threads_used']} threads",
+             f"CPU: {flags}; torch CPU capability {cpu['torch_cpu_capability']}; "
+             f"oneDNN bfloat16 {yes(cpu['onednn_bf16'])}", ""]
+    full, reuse = report["paths"]["full"], report["paths"]["reuse"]
+    cols = [(full, "float32"), (full, "bfloat16"), (reuse, "float32"), (reuse, "bfloat16")]
+    lines.append(f"{'stage (per frame, ms)':26s}" + "".join(f"{c:>11s}" for c in
+                                                       ("full f32", "full bf16", "reuse f32", "reuse bf16")))
+
+    def row_line(name: str, value: Callable[[dict], float]) -> str:
+        return f"  {name:24s}" + "".join(f"{1000 * value(row[p]):11.1f}" for row, p in cols)
+
+    for name in STAGES:
+        lines.append(row_line(name, lambda run: run["stages"][name]))
+    lines.append(row_line("sum", lambda run: run["stage_sum_s"]))
+    lines.append(row_line("timed run (stage syncs)", lambda run: run["per_frame_s"]))
+    lines.append("")
+    for path, row in report["paths"].items():
+        rounds = " ".join(f"{x:.2f}" for x in row["speedup_rounds"])
+        per = " / ".join(" ".join(f"{1000 * t:.0f}" for t in row[p]["rounds_s"]) for p in PRECISIONS)
+        lines.append(f"{path} path: float32 / bfloat16 per frame {row['speedup']:.2f}x (rounds {rounds}; "
+                     f"ms/frame float32 / bfloat16 by round: {per})")
+    v = report["verdict"]
+    below = "" if v["bf16_worth_it"] else "below "
+    lines.append(f"best float32 / bfloat16 speed-up {v['best_speedup']:.2f}x: {below}the {v['limit']}x from which "
+                 f"bfloat16 would be worth a CPU --amp")
+    return "\n".join(lines)
