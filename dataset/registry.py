@@ -1,4 +1,4 @@
-"""`load_eval_sequences`: the evaluation sets by name (DESIGN 6)."""
+"""`load_eval_sequences`: the evaluation sets by name (docs/method.md, "Datasets")."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +19,8 @@ def load_eval_sequences(dset: str, root: str | Path, split_file: str | Path | No
         dset: one of EVAL_SETS.
         root: the DAVIS root (dv*) or the YouTube-VOS root holding train/, train_all_frames/,
             valid/ and valid_all_frames/ (yt*).
-        split_file: sequence list; required for yt2018jjval, optional restriction for yt2018val*.
+        split_file: sequence list; for yt2018jjval it defaults to the published list shipped in
+            dataset/splits/ytvos_jjvalid.txt, for yt2018val* it is an optional restriction.
             Not used by the DAVIS sets (their lists live in ImageSets/).
         sequences: run only these sequences (unknown names are an error).
     Raises:

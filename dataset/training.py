@@ -1,4 +1,4 @@
-"""Training samples (DESIGN 5): DAVIS 2017 train, YouTube-VOS 2018 train, both, or synthetic data.
+"""Training samples: DAVIS 2017 train, YouTube-VOS 2018 train, both, or synthetic data.
 
 One item is one object of one sequence seen in `seq_len` frames: a first frame where the object
 is visible, then seq_len-1 other annotated frames of the sequence drawn at random without
@@ -56,7 +56,7 @@ class TrainingSequence:
     frame_numbers: list[int] = field(init=False)  # of the annotation files, in the order of annotation_paths
 
     def __post_init__(self) -> None:
-        # the target-model cache and error messages name frames by these numbers (DESIGN 5)
+        # the target-model cache and error messages name frames by these numbers
         self.frame_numbers = [frame_number(p) for p in self.annotation_paths]
 
     def __len__(self) -> int:
@@ -230,7 +230,7 @@ def build_training_set(dset: str, davis_root: str | Path | None, ytvos_root: str
 
     'synthetic' reads a DAVIS-layout root (made by dataset.synthetic) exactly like 'dv2017'.
     `split` names the DAVIS list (ImageSets/2017/<split>.txt); `ytvos_split_file` optionally
-    restricts YouTube-VOS train/ to the videos it lists (e.g. spec/ytvos_jjtrain.txt, which keeps
+    restricts YouTube-VOS train/ to the videos it lists (e.g. dataset/splits/ytvos_jjtrain.txt, which keeps
     the yt2018jjval videos out of training). Pixel statistics are cached under `cache_dir`.
     """
     if dset not in TRAINING_SETS:

@@ -25,7 +25,11 @@ from dataset.sequence import (
 )
 from lib.image_io import read_label_png
 
-SPLIT_FILE_HINT = "point --split-file at ../shared/spec/ytvos_jjvalid.txt or your own list"
+# Published lists shipped with the repository: the 300 YouTube-VOS 2018 train/ videos held out as
+# yt2018jjval, and the train/ videos to train on without them (train.py --ytvos-split-file).
+SPLITS = Path(__file__).resolve().parent / "splits"
+JJVALID_SPLIT = SPLITS / "ytvos_jjvalid.txt"
+JJTRAIN_SPLIT = SPLITS / "ytvos_jjtrain.txt"
 
 Meta = dict[str, dict[int, list[str]]]  # video -> object id -> frame names
 
@@ -88,9 +92,10 @@ def _annotation_files(own: Path, fallback: Path, video: str) -> dict[str, Path]:
 
 
 def _jjval_sequences(root: Path, split_file, only) -> list[VideoSequence]:
-    if split_file is None:
-        raise DatasetError(f"yt2018jjval needs the list of its sequences: {SPLIT_FILE_HINT}")
-    split_path = Path(split_file)
+    split_path = JJVALID_SPLIT if split_file is None else Path(split_file)
+    if split_file is None and not split_path.is_file():  # a copy of the code without its data files
+        raise DatasetError(f"{split_path}: the published yt2018jjval list is missing from this copy of the "
+                           f"repository; restore it (git checkout) or pass --split-file with your own list")
     names = select_names(read_name_list(split_path, "split file"), only, str(split_path))
     image_root = _folder(root, "train_all_frames/JPEGImages", "yt2018jjval reads train_all_frames (download "
                                                               "train_all_frames.zip into the YouTube-VOS root)")

@@ -1,5 +1,5 @@
 """Per-frame J and F and per-object statistics, computed as the official DAVIS toolkit
-(davis2017-evaluation) computes them (DESIGN.md section 7).
+(davis2017-evaluation) computes them (docs/method.md, "Scores").
 
 Every function reproduces the toolkit's arithmetic, including its corner cases, so that the
 scores printed by this project can be compared one-to-one with published numbers.

@@ -1,4 +1,4 @@
-"""FRTM's first-frame augmentation: the object pasted, warped, onto its inpainted background (DESIGN 2.1).
+"""FRTM's first-frame augmentation: the object pasted, warped, onto its inpainted background.
 
 The object is cut out with a 1-pixel feathered alpha and its hole is inpainted (OpenCV Telea, on
 the CPU). Each of the K-1 augmentations then warps the object with an affine transform, optionally
@@ -9,7 +9,7 @@ two small backends: OpenCV for CPU tensors, torch (affine_grid/grid_sample, conv
 Both use the same conventions (integer pixel coordinates are pixel centres, reflect-101 borders
 for blurs, bilinear sampling), so their results agree up to interpolation rounding.
 
-The parameter sets below are the method's fixed constants from DESIGN 2.1, not tunable settings.
+The parameter sets below are the method's fixed constants (docs/method.md), not tunable settings.
 """
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def apply_torch(cut: dict[str, Tensor], params: AugmentParams) -> tuple[Tensor, 
 
 
 class FirstFrameAugmenter:
-    """K augmented copies of an object's first frame (DESIGN 2.1); index 0 is the original.
+    """K augmented copies of an object's first frame; index 0 is the original.
 
     Args:
         num_aug: K, the number of images returned (the original plus K-1 augmentations).

@@ -1,4 +1,4 @@
-"""The frozen ResNet feature extractor, split into FRTM's shallow and deep halves (DESIGN 1).
+"""The frozen ResNet feature extractor, split into FRTM's shallow and deep halves.
 
 FRTM names the torchvision stages differently: layer1 = conv1+bn1+relu+maxpool, layer2..layer5 =
 torchvision layer1..layer4. The shallow half (layer1..layer3) runs on every frame; the deep half

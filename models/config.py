@@ -1,4 +1,4 @@
-"""Hyperparameters: the single source of truth (DESIGN.md sections 1, 2, 4 and 5).
+"""Hyperparameters: the single source of truth (described in docs/method.md).
 
 Every component reads its settings from one of these dataclasses. Where training and
 inference differ, the dataclass has a `train()` and an `eval()` preset instead of two
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 BACKBONES = ("resnet18", "resnet101")
 SCHEDULES = ("batched", "reference")  # TrackerConfig.schedule
 
-# FRTM feature names -> channels (DESIGN 1). layer1..layer3 are the shallow half,
+# FRTM feature names -> channels. layer1..layer3 are the shallow half,
 # layer4 and layer5 the deep half.
 FEATURE_CHANNELS: dict[str, dict[str, int]] = {
     "resnet18": {"layer1": 64, "layer2": 64, "layer3": 128, "layer4": 256, "layer5": 512},
@@ -27,7 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class TargetModelConfig:
-    """FRTM's discriminative target model and its GN-CG optimiser (DESIGN 2, 4, 5)."""
+    """FRTM's discriminative target model and its GN-CG optimiser."""
 
     c_channels: int = 96
     memory_size: int = 80
@@ -63,7 +63,7 @@ class TargetModelConfig:
 
     @classmethod
     def train(cls) -> "TargetModelConfig":
-        # DESIGN 5 lists what differs in training; everything else keeps the eval value.
+        # docs/method.md, "Training", lists what differs; everything else keeps the eval value.
         return cls(
             c_channels=32,
             memory_size=20,
@@ -77,7 +77,7 @@ class TargetModelConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Widths of template matching, gate and refinement network (DESIGN 3)."""
+    """Widths of template matching, gate and refinement network."""
 
     backbone: str = "resnet18"
     template_width: int = 64  # key, value and output widths of template matching
@@ -98,7 +98,7 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Inference settings (DESIGN 4)."""
+    """Inference settings (docs/method.md, "Tracking")."""
 
     tau: float = 0.7  # an object reuses iff p[reuse] > tau
     # The short target-model schedule. The published evaluation script always ran it (its `--fast`
@@ -128,7 +128,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings (DESIGN 5)."""
+    """Training settings (docs/method.md, "Training")."""
 
     backbone: str = "resnet18"
     dset: str = "all"
@@ -158,7 +158,7 @@ class TrainConfig:
     synthetic_frames: int = 30
     synthetic_max_objects: int = 3
     synthetic_seed: int = 1
-    # replaces the DESIGN 5 target-model preset (tests and quick runs only: fewer augmentations/iterations)
+    # replaces the training target-model preset (tests and quick runs only: fewer augmentations/iterations)
     target_model_override: TargetModelConfig | None = None
 
     @property

@@ -1,4 +1,4 @@
-"""The reuse gate "convGS" (DESIGN 3.2) and its decisions.
+"""The reuse gate "convGS" and its decisions.
 
 The gate reads tplS and outputs two logits [reuse, compute]. Training uses a hard straight-through
 decision; inference reuses iff p[reuse] > tau.

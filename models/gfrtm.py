@@ -1,7 +1,7 @@
-"""The trainable part of G-FRTM: gate, template matching, delta generator and refinement network (DESIGN 3).
+"""The trainable part of G-FRTM: gate, template matching, delta generator and refinement network (docs/method.md).
 
 The frozen backbone and the per-object target models are not part of it, so its state_dict() is
-exactly a published checkpoint's 'model' entry (spec/checkpoint_keys_<backbone>.tsv).
+exactly a published checkpoint's 'model' entry (weights/checkpoint_keys_<backbone>.tsv).
 """
 from __future__ import annotations
 

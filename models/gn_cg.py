@@ -1,4 +1,4 @@
-"""Gauss-Newton with preconditioned conjugate gradient for least-squares problems (DESIGN 2).
+"""Gauss-Newton with preconditioned conjugate gradient for least-squares problems (docs/method.md, "Target model").
 
 The solver minimises sum_i ||r_i(theta)||^2, where the residual function maps a list of parameter
 tensors to a list of residual tensors. Each Gauss-Newton step linearises r at theta and solves

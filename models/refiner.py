@@ -1,4 +1,4 @@
-"""FRTM's refinement network (SegNetwork) plus G-FRTM's refine translator (DESIGN 3.4).
+"""FRTM's refinement network (SegNetwork) plus G-FRTM's refine translator.
 
 Refinement layers run deepest first (layer5, layer4, layer3, layer2). The deep part (layer5, layer4)
 produces the stride-16 map x; the translator predicts x on reuse frames from the previous x and the

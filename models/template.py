@@ -1,4 +1,4 @@
-"""Template matching ("Tmatching", DESIGN 3.1): a per-object 64x64 template and its match on later frames.
+"""Template matching ("Tmatching"): a per-object 64x64 template and its match on later frames.
 
 Both branches take concat(layer3 features, one mask/score channel). Their first layer is a 1x1 conv, so
 the feature part is computed once per frame (batch 1) and only the extra channel's contribution is per

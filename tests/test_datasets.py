@@ -169,7 +169,8 @@ def test_yt2018valAll_uses_all_frames_and_writes_the_valid_frames(ytvos_valid, t
     assert all(p.is_relative_to(root / "valid_all_frames" / "Annotations") for p in seq.annotation_paths.values())
 
 
-def test_yt2018jjval_needs_a_split_file_and_follows_it(ytvos_train, tmp_path):
+def test_yt2018jjval_reads_the_published_list_by_default_and_follows_a_split_file(ytvos_train, tmp_path):
+    # by default the published list's 300 videos, which this small synthetic root does not hold
     with pytest.raises(DatasetError, match="ytvos_jjvalid.txt"):
         load_eval_sequences("yt2018jjval", ytvos_train)
     split = tmp_path / "jj.txt"

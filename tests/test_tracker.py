@@ -1,4 +1,4 @@
-"""The tracker on small synthetic multi-object videos (DESIGN 4)."""
+"""The tracker on small synthetic multi-object videos."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The G-FRTM training step, its losses, the target-model cache and checkpoints (DESIGN 5), on tiny frames."""
+"""The G-FRTM training step, its losses, the target-model cache and checkpoints, on tiny frames."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +21,7 @@ from trainer.options import RunPaths, TrainingError, TrainOptions
 from trainer.step import forward_sequence, frozen_features
 from trainer.tm_cache import CacheMismatchError, TargetModelCache, cache_info
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+KEY_TABLE = Path(__file__).resolve().parents[1] / "weights" / "checkpoint_keys_resnet18.tsv"
 B, N, H, W = 2, 3, 64, 112
 TINY_TM = dataclasses.replace(TargetModelConfig.train(), num_aug=3, init_iters=(3, 3), update_iters=(2,))
 CPU = DistInfo(0, 1, torch.device("cpu"))
@@ -253,10 +253,8 @@ def test_resume_restores_the_next_epoch_and_the_optimizer_state(tmp_path):
     assert path == tmp_path / "ckpt" / "tiny" / "tiny_ep0001.pth"
     saved = torch.load(path, weights_only=True)  # loadable without unpickling Python objects
     assert {"name", "epoch", "stats", "model", "optimizer", "scheduler", "rng"} <= set(saved)
-    if (SHARED / "spec").is_dir():
-        spec = [line.split("\t")[0] for line in (SHARED / "spec" / "checkpoint_keys_resnet18.tsv").read_text()
-                .splitlines() if line and not line.startswith("#")]
-        assert list(saved["model"]) == spec
+    spec = [line.split("\t")[0] for line in KEY_TABLE.read_text().splitlines() if line and not line.startswith("#")]
+    assert list(saved["model"]) == spec
 
     torch.manual_seed(123)  # a different initialisation that the resume must overwrite
     second = Trainer(_options(tmp_path), CPU)

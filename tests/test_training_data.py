@@ -1,4 +1,4 @@
-"""Training samples (DESIGN 5): visibility rule, epoch composition, determinism, statistics cache."""
+"""Training samples: visibility rule, epoch composition, determinism, statistics cache."""
 from __future__ import annotations
 
 import shutil
