@@ -40,6 +40,21 @@ def launched_as_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def lost_a_peer(err: BaseException) -> bool:
+    """Whether `err` is a collective of a torchrun run that failed because another process is gone.
+
+    gloo and NCCL report that as a plain RuntimeError ("Connection closed by peer", ...) raised
+    inside torch.distributed; the same error type raised anywhere else is a bug and keeps its traceback.
+    """
+    if not isinstance(err, RuntimeError) or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = Path(tb.tb_frame.f_code.co_filename).parts if tb is not None else ()
+    return any(where[k:k + 2] == ("torch", "distributed") for k in range(len(where) - 1))
+
+
 def cpu_threads(processes_here: int) -> int:
     """Torch threads for one of `processes_here` processes sharing this machine's cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

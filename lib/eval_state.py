@@ -1,11 +1,11 @@
 """Where an evaluate.py run stands, for the line an interrupt prints and the clean-up after a failure."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from lib.interrupts import command_line
+from lib.launcher import continue_command
 from lib.result_folders import finished_sequences, prune_after_failure
 
 
@@ -61,16 +61,7 @@ class RunState:
         args = self.argv
         if self.planned:  # the folders now record this run's settings: the same command continues
             args = _drop_flag(_drop_flag(args, "--overwrite", takes_value=False), "--restart", takes_value=True)
-        command = command_line(args)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return command
-        here = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        script = command.split(" ", 1)[1]  # drop "python"
-        if here == world:
-            return f"torchrun --nproc_per_node={here} {script}"
-        return f"torchrun --nnodes={world // here} --nproc_per_node={here} <the same rendezvous options> {script} " \
-               f"(on every machine)"
+        return continue_command(command_line(args))
 
     def prune(self) -> None:
         prune_after_failure(self.made, self.created)

@@ -19,7 +19,7 @@ import torch
 from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.davis_scoring import ScoringError
-from lib.eval_distributed import ProcessFailure, RunFolder, launched_as_main, on_every_process, start
+from lib.eval_distributed import ProcessFailure, RunFolder, launched_as_main, lost_a_peer, on_every_process, start
 from lib.eval_state import RunState, missing_folders
 from lib.eval_threshold import ThresholdRun, report_scores, run_threshold, score_folder
 from lib.evaluation import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
@@ -62,6 +62,13 @@ def main_status(args: argparse.Namespace, argv: list[str] | None, paths: dict, d
         if speaks:
             print(interrupted_line(err, state.saved(), state.resume_command()), file=sys.stderr)
         return exit_status(err)
+    except RuntimeError as err:
+        if not lost_a_peer(err):
+            raise
+        if speaks:  # e.g. Ctrl-C on another machine, or a process killed: torchrun's report says which
+            print(f"error: another process stopped before the run finished (interrupted, or killed: see torchrun's "
+                  f"report below); {state.saved()}; to continue: {state.resume_command()}", file=sys.stderr)
+        return 2
     return 0
 
 

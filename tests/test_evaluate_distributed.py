@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,47 @@ def test_a_failure_in_one_process_stops_both_with_its_message(small_davis, tmp_p
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(ours) == 1 and ours[0].startswith(f"error: process 1: {frame}"), done.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds process 1 through /proc (Linux)")
+def test_ctrl_c_in_another_process_ends_with_one_line_and_the_command_continues(tmp_path):
+    data = generate_dataset(tmp_path / "davis", "davis", num_videos=4, num_frames=12, size=SIZE, seed=7, split="val")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "evaluate.py",
+               "--dev", "cpu", "--dset", "dv2017val", "--davis-root", str(data), "--model", str(evaluate.DEMO_MODEL),
+               "--output", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in launcher.stdout:  # process 1 has finished a sequence and started its next one
+            if line.startswith("[process 1] "):
+                break
+        rank1 = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank_1_of(p, launcher.pid)]
+        assert len(rank1) == 1
+        os.kill(int(rank1[0].name), signal.SIGINT)  # as a Ctrl-C on another machine would
+        stdout, stderr = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0
+    assert f'File "{ROOT}' not in stderr, stderr  # evaluate.py printed no traceback (torchrun prints its own)
+    ours = [line for line in stderr.splitlines() if line.startswith(("error: ", "terminated ", "interrupted "))]
+    assert len(ours) == 1, stderr  # torchrun may SIGTERM process 0 before it notices that process 1 is gone
+    resume = ours[0].split("; to continue: ")[1]
+    assert resume.startswith("torchrun --standalone --nproc_per_node=2 evaluate.py --dev cpu --dset dv2017val")
+    again = subprocess.run(["torchrun", *resume.split()[1:]] if shutil.which("torchrun") else
+                           [sys.executable, "-m", "torch.distributed.run", *resume.split()[1:]],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "continuing: " in again.stdout
+    folder = out / "dv2017val-demo_synthetic_rn18-TH0.7"
+    assert len(list(folder.rglob("*.png"))) == 4 * 12 and (folder / "summary.json").is_file()
+
+
+def _is_rank_1_of(proc: Path, launcher_pid: int) -> bool:
+    """Whether /proc entry `proc` is the torchrun worker with RANK=1 started by `launcher_pid`."""
+    try:
+        env = (proc / "environ").read_bytes().split(b"\0")
+        parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    return b"RANK=1" in env and parent == launcher_pid

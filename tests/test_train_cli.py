@@ -213,7 +213,7 @@ def test_an_interrupt_behind_another_error_is_still_the_interrupt(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train.py"])
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert continue_command(["--name", "a b"]) == "torchrun --nproc_per_node=4 train.py --name 'a b'"
+    assert continue_command(["--name", "a b"]) == "torchrun --standalone --nproc_per_node=4 train.py --name 'a b'"
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert continue_command(["--name", "a"]) == "python train.py --name a"
 

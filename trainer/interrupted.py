@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from lib.interrupts import command_line
+from lib.launcher import continue_command as launched_as
 from trainer.signals import received_interrupt
 
 if TYPE_CHECKING:  # torch is imported only once the run starts: Ctrl-C during the imports ends cleanly too
@@ -31,15 +32,7 @@ def saved_text(opts: TrainOptions | None) -> str:
 
 def continue_command(argv: list[str] | None) -> str:
     """The command that continues: the same one, as torchrun was started when this is one of its processes."""
-    command = command_line(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return command
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    launcher = f"torchrun --nproc_per_node={per_node}"
-    if per_node != world:  # several machines: their rendezvous flags are not known here
-        launcher = f"torchrun --nnodes={world // per_node} --nproc_per_node={per_node} <your rendezvous flags>"
-    return launcher + command[len("python"):]
+    return launched_as(command_line(argv))
 
 
 def is_reporting_process() -> bool:
