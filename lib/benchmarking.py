@@ -94,6 +94,10 @@ class BenchmarkOptions:
                                  f"must include 1")
         if self.threads is not None and self.threads < 1:
             raise BenchmarkError(f"--threads {self.threads}: give at least 1 (or leave it out for torch's choice)")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.threads is not None and self.threads > cores:  # extra threads only wait for each other
+            raise BenchmarkError(f"--threads {self.threads}: this process can use {cores} CPU core(s); give at most "
+                                 f"{cores} (more threads than cores measure the waiting, not the network)")
         if self.seed < 0:
             raise BenchmarkError(f"--seed {self.seed}: seeds are >= 0")
         if self.compare_bf16 and (self.amp or not self.device.startswith("cpu")):

@@ -27,6 +27,7 @@ from tests.test_train_step import one_torch_thread  # noqa: F401  (autouse: one 
 
 @pytest.mark.parametrize("argv, words", [
     (["--threads", "0"], ["--threads 0", "at least 1"]),
+    (["--threads", "100000"], ["--threads 100000", "give at most"]),
     (["--frames", "2"], ["--frames (2)", ">= 3"]),
     (["--repeats", "0"], ["--repeats (0)"]),
     (["--warmup-frames", "1"], ["--warmup-frames (1)"]),
