@@ -47,6 +47,8 @@ class Saved:
         if self.out is None:
             return "nothing is saved yet"
         done = self.out.saved_masks(self.frame_names)
+        if done == 0:  # the masks folder may not even exist yet: name no folder
+            return f"no mask is saved yet (0 of {len(self.frame_names)})"
         return (f"{done} of {len(self.frame_names)} masks are saved in {self.out.masks} "
                 f"(the overlay video is written at the end)")
 

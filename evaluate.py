@@ -10,6 +10,7 @@ Edit `paths` below for your machine; the command-line flags override it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,9 +69,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """0 on success; 2 with one `error: ...` line; 130/143 with one line after Ctrl-C/SIGTERM."""
-    from lib.evaluate_cli import main_status
+    from lib.interrupts import command_line, exit_status, interrupted_line, sigterm_as_interrupt
+    from lib.launcher import continue_command
 
     args = parse_args(argv)
+    try:
+        with sigterm_as_interrupt():
+            from lib.evaluate_cli import main_status  # imports torch: seconds, during which Ctrl-C is likely
+    except KeyboardInterrupt as err:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(interrupted_line(err, "nothing saved yet", continue_command(command_line(argv))), file=sys.stderr)
+        return exit_status(err)
     return main_status(args, argv, paths, DEFAULT_MODELS, DEMO_MODEL)
 
 

@@ -1,22 +1,13 @@
 """Where an evaluate.py run stands, for the line an interrupt prints and the clean-up after a failure."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 from lib.interrupts import command_line
 from lib.launcher import continue_command
 from lib.result_folders import finished_sequences, prune_after_failure
-
-
-def missing_folders(folder: Path) -> list[Path]:
-    """`folder` and its parents that do not exist yet (a run that fails removes them again when empty)."""
-    missing = []
-    for path in [folder, *folder.parents]:
-        if path.exists():
-            break
-        missing.append(path)
-    return missing
 
 
 def _drop_flag(args: list[str], flag: str, takes_value: bool) -> list[str]:
@@ -45,6 +36,7 @@ class RunState:
         self.planned = False  # folders are prepared: a plain rerun continues (no --overwrite, no --restart)
         self.made: list[Path] = []  # results folders this run made or emptied
         self.created: list[Path] = []  # other folders this run created (e.g. --output)
+        self.generated: list[Path] = []  # data this run generated (the demo videos), made again by a rerun
 
     def at(self, folder: Path, names: list[str], index: int, count: int) -> None:
         self.folder, self.names, self.threshold = folder, names, (index, count)
@@ -64,4 +56,7 @@ class RunState:
         return continue_command(command_line(args))
 
     def prune(self) -> None:
+        """After a failed run: remove what it made that holds no finished work (see prune_after_failure)."""
+        for folder in self.generated:
+            shutil.rmtree(folder, ignore_errors=True)
         prune_after_failure(self.made, self.created)

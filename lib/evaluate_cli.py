@@ -20,7 +20,8 @@ from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.davis_scoring import ScoringError
 from lib.eval_distributed import ProcessFailure, RunFolder, launched_as_main, lost_a_peer, on_every_process, start
-from lib.eval_state import RunState, missing_folders
+from lib.created_folders import missing_folders
+from lib.eval_state import RunState
 from lib.eval_threshold import ThresholdRun, report_scores, run_threshold, score_folder
 from lib.evaluation import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
 from lib.image_io import ImageReadError
@@ -124,12 +125,13 @@ def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: D
         lambda: _check_request(args, paths, default_models, demo_model, device, say), info, REQUEST_ERRORS)
     state.created = missing_folders(output_root)
     on_main(lambda: _check_writable(output_root, "--output"), info)
-    root = _dataset_root(args, paths, output_root, info)
+    # the model before the data: a refused checkpoint should not wait for the demo videos to be generated
+    net, trained_with = on_every_process(lambda: load_network(model_path, args.ftext, device), info, REQUEST_ERRORS)
+    root = _dataset_root(args, paths, output_root, info, state)
     from dataset.registry import load_eval_sequences
 
     sequences = on_every_process(lambda: load_eval_sequences(scoring_set, root, split_file=args.split_file,
                                                              sequences=args.sequences), info, REQUEST_ERRORS)
-    net, trained_with = on_every_process(lambda: load_network(model_path, args.ftext, device), info, REQUEST_ERRORS)
     backbone_weights = args.backbone_weights or trained_with
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -197,7 +199,7 @@ def _score_only(args, paths: dict, info: DistInfo, state: RunState) -> None:
     if args.output:
         state.created = missing_folders(csv_dir)
     on_main(lambda: _check_csv_folder(csv_dir, args), info)
-    root = _dataset_root(args, paths, Path(args.output or paths["output"]), info)
+    root = _dataset_root(args, paths, Path(args.output or paths["output"]), info, state)
     from dataset.registry import load_eval_sequences
 
     sequences = on_every_process(lambda: load_eval_sequences(scoring_set, root, split_file=args.split_file,
@@ -217,25 +219,28 @@ def _check_csv_folder(csv_dir: Path, args) -> None:
     """The folder the CSVs go to is writable and holds no earlier CSVs (unless --overwrite)."""
     flag = "--output" if args.output else "--eval-only"
     if csv_dir.is_dir() or args.output:  # a missing DIR is named by the scoring itself
-        _check_writable(csv_dir, flag)
+        _check_writable(csv_dir, flag, "pick a writable folder" if args.output else
+                        "add --output OUT to write the CSVs into OUT (DIR is then only read)")
     earlier = [p.name for p in (csv_dir / f"global_results-{args.dset}.csv",
                                 csv_dir / f"per-sequence_results-{args.dset}.csv") if p.exists()]
     if earlier and not args.overwrite:
         raise EvaluationError(f"{csv_dir} already holds {', '.join(earlier)}; pass --overwrite to replace them")
 
 
-def _check_writable(folder: Path, flag: str) -> None:
+def _check_writable(folder: Path, flag: str, advice: str = "pick a writable folder") -> None:
     """Fail in the first second, not after the first sequence, when results cannot be written."""
     reason = unwritable_reason(folder)
     if reason:
-        raise EvaluationError(f"{flag}: {reason}; pick a writable folder")
+        raise EvaluationError(f"{flag}: {reason}; {advice}")
 
 
-def _dataset_root(args, paths: dict, output_root: Path, info: DistInfo) -> Path:
+def _dataset_root(args, paths: dict, output_root: Path, info: DistInfo, state: RunState) -> Path:
     if args.dset == "demo":  # generated once, by rank 0, before the others read it
         from dataset.synthetic import generate_dataset
 
         root = output_root / "demo_data"
+        if not root.exists():
+            state.generated.append(root)  # a run that fails removes it again
 
         def generate() -> None:
             print(f"demo: synthetic DAVIS-layout videos in {root}")

@@ -135,6 +135,10 @@ def _parameter(data, requires_grad, hooks):
 def _check_plain_dtype(dtype: object) -> np.dtype:
     """Numbers, booleans, bytes and str only: a numpy dtype that holds Python objects, fields or
     sub-arrays would let the file's bytes stand for object pointers."""
+    if isinstance(dtype, StoredObject):  # its class's module is not here, so --trust-pickle cannot help either
+        raise PickleRefused(f"a numpy value's dtype is an object of {dtype.cls.qualified()}, code that is not "
+                            f"installed here: the file is damaged, or needs a package this environment lacks",
+                            trust_helps=False)
     if not isinstance(dtype, np.dtype) or dtype.kind not in PLAIN_DTYPE_KINDS or dtype.hasobject \
             or dtype.fields is not None or dtype.subdtype is not None:
         raise PickleRefused(f"a numpy value has dtype {printable(dtype, NAME_LIMIT)}, which is not read "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dataset.sequence import VideoSequence
 from lib.atomic import atomic_write_text
+from lib.created_folders import remove_empty_folders
 from lib.run_records import PROGRESS_DIR, record_path
 
 RUN_RECORD = ".run.json"
@@ -170,9 +171,7 @@ def prune_after_failure(made: list[Path], created: list[Path]) -> None:
     for folder in made:
         if folder.is_dir() and not any((folder / PROGRESS_DIR).glob("*.json")):
             shutil.rmtree(folder, ignore_errors=True)
-    for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+    remove_empty_folders(created)
 
 
 def _differences(recorded: dict, now: dict) -> str:

@@ -137,6 +137,12 @@ def _read(path: Path, shown: str, map_location, trust_pickle: bool) -> object:
     if path.stat().st_size == 0:
         raise DamagedCheckpointError(f"checkpoint {shown} is empty (0 bytes): its download or copy did not finish. "
                                      f"Download or copy it again", "the file is empty")
+    try:  # the OS's own reasons (permissions, a folder) first: torch's OSErrors come from damaged files
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as err:
+        raise CheckpointError(f"cannot open checkpoint {shown}: {printable(err.strerror or err, DETAIL_LIMIT)}; "
+                              f"check that it is a readable file") from None
     if _is_torchscript(path):  # torch.load would hand it to torch.jit.load
         raise CheckpointError(f"{shown} is a TorchScript archive (torch.jit.save), not a checkpoint; pass a file "
                               f"written by torch.save, such as a published G-FRTM file or one of this project's")
@@ -154,12 +160,10 @@ def _read(path: Path, shown: str, map_location, trust_pickle: bool) -> object:
         not_run = "What it names was not run" if trust_pickle else "Nothing of it was run"  # trusted: other code ran
         raise CheckpointError(f"cannot read checkpoint {shown} as tensors only, plain values and placeholders: "
                               f"{err.reason}. {not_run}. {advice}") from None
-    except OSError as err:
-        raise CheckpointError(f"cannot open checkpoint {shown}: {printable(err.strerror or err, DETAIL_LIMIT)}; "
-                              f"check that it is a readable file") from None
     except MemoryError:
         raise CheckpointError(f"not enough memory to read checkpoint {shown}") from None
     except Exception as err:  # the zip or pickle structure is broken: truncated, cut short, not a checkpoint
+        # (torch reports a zip cut short as OSError "Invalid argument", the file itself opened fine above)
         detail = f"{type(err).__name__}: {_first_line(err)}"
         raise DamagedCheckpointError(
             f"cannot read checkpoint {shown}: the file is damaged or truncated, or is not a PyTorch checkpoint "
@@ -182,10 +186,9 @@ def _read_weights_only(path: Path, shown: str, map_location) -> object:
 def _is_torchscript(path: Path) -> bool:
     """What torch.load checks before handing a file to torch.jit.load: a 'constants.pkl' record."""
     try:
-        reader = torch._C.PyTorchFileReader(str(path))
-    except Exception:  # not a zip torch reads: torch.load will not dispatch it to jit either
+        return "constants.pkl" in torch._C.PyTorchFileReader(str(path)).get_all_records()
+    except Exception:  # not a zip torch reads (or a damaged one): torch.load will not dispatch it to jit either
         return False
-    return "constants.pkl" in reader.get_all_records()
 
 
 def _first_line(err: BaseException) -> str:

@@ -244,3 +244,15 @@ def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_set
     (out.masks / "00000.png").write_bytes(b"an older version's mask, no record")
     with pytest.raises(OutputInUse, match="already holds the results"):
         prepare(out, settings, overwrite=False)
+
+
+def test_the_interrupt_line_names_the_masks_folder_only_once_a_mask_is_there(tmp_path):
+    from lib.demo_runs import DemoOutput
+
+    saved = demo.Saved(DemoOutput(tmp_path / "out"), [f"{k:05d}" for k in range(30)], recorded=True)
+    assert saved.text() == "no mask is saved yet (0 of 30)"  # the masks folder does not exist yet
+    assert demo.Saved().text() == "nothing is saved yet"
+    saved.out.masks.mkdir(parents=True)
+    (saved.out.masks / "00000.png").write_bytes(b"a mask")
+    assert saved.text() == (f"1 of 30 masks are saved in {tmp_path / 'out' / 'masks'} "
+                            f"(the overlay video is written at the end)")

@@ -312,3 +312,28 @@ def test_a_failed_run_leaves_no_empty_folders(tiny_davis, untrained_rn18, tmp_pa
     assert _evaluate(broken, untrained_rn18, out) == 2
     assert str(frame) in capsys.readouterr().err
     assert not out.exists()  # neither the results folder nor --output itself is left behind empty
+
+
+def test_a_failed_demo_run_leaves_neither_its_demo_data_nor_its_output(tmp_path, capsys):
+    out = tmp_path / "out"
+    (tmp_path / "bad.pth").write_bytes(np.random.default_rng(0).bytes(100))
+    assert evaluate.main(["--dset", "demo", "--dev", "cpu", "--model", str(tmp_path / "bad.pth"),
+                          "--output", str(out)]) == 2
+    assert "damaged" in capsys.readouterr().err and not out.exists()  # refused before any data is generated
+    assert evaluate.main(["--dset", "demo", "--dev", "cpu", "--sequences", "nosuch", "--output", str(out)]) == 2
+    assert "nosuch" in capsys.readouterr().err and not out.exists()  # the generated videos are removed again
+    (out / "demo_data").mkdir(parents=True)  # data that was there before is never removed
+    assert evaluate.main(["--dset", "demo", "--dev", "cpu", "--sequences", "nosuch", "--output", str(out)]) == 2
+    assert (out / "demo_data").is_dir()
+
+
+def test_an_unwritable_eval_only_folder_points_to_output(tiny_davis, tmp_path, capsys, monkeypatch):
+    import lib.evaluate_cli
+
+    results = tmp_path / "theirs"
+    shutil.copytree(tiny_davis / "Annotations" / "480p", results)
+    monkeypatch.setattr(lib.evaluate_cli, "unwritable_reason",  # as root, chmod does not stop writes
+                        lambda folder: f"cannot write to {folder} (Read-only file system)" if folder == results else None)
+    assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --eval-only: cannot write to {results}") and "add --output OUT" in err

@@ -190,3 +190,18 @@ def test_demo_stops_cleanly_and_the_same_command_continues(tmp_path, one_thread,
     assert (out / "overlay.mp4").is_file()
     # finished now: the same command is refused rather than redone
     assert demo.main(argv[1:]) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, args", [
+    ("evaluate.py", ["--dset", "demo", "--dev", "cpu"]),
+    ("benchmark.py", ["--dev", "cpu", "--size", "64x48", "--threads", "1"]),
+])
+def test_ctrl_c_while_starting_up_is_one_line_too(script, args, tmp_path):
+    """The first seconds import torch: a Ctrl-C there is the likeliest of all (a wrong flag spotted at once)."""
+    extra = ["--output", str(tmp_path / "out")] if script == "evaluate.py" else ["--json", str(tmp_path / "b.json")]
+    proc = _start([str(ROOT / script), *args, *extra], tmp_path)
+    started = time.monotonic()
+    out, err = _interrupt_when(proc, lambda: time.monotonic() - started > 0.6, signal.SIGINT)
+    line = _check_stop(proc, err, signal.SIGINT)
+    assert line.group(3).endswith(shlex.join(extra))
+    assert not (tmp_path / "b.json").exists()

@@ -289,7 +289,15 @@ def test_damaged_files_say_so_without_trust_advice(published, tmp_path):
         for info in source.infolist():
             if not info.filename.endswith("/data/1"):
                 damaged.writestr(info, source.read(info))
-    for name in ("half", "random", "empty", "escape", "no_record"):
+    for size in (4000, 20000, 64000):  # torch reports these as OSError "Invalid argument"
+        (tmp_path / f"cut{size}.pth").write_bytes(data[:size])
+    directory_name = data.rindex(b"/data/")  # a record's name in the zip's central directory, at the end
+    for byte in (0xF0, ord("_")):  # not UTF-8; another name
+        (tmp_path / f"directory{byte}.pth").write_bytes(data[:directory_name + 1] + bytes([byte]) +
+                                                        data[directory_name + 2:])
+    names = ["half", "random", "empty", "escape", "no_record", "cut4000", "cut20000", "cut64000", "directory240",
+             "directory95"]
+    for name in names:
         with pytest.raises(DamagedCheckpointError) as info:
             load_checkpoint(tmp_path / f"{name}.pth")
         message = str(info.value)
@@ -371,3 +379,16 @@ def test_legacy_format_and_numpy_1_names_are_read(tmp_path):
         checkpoint = load_checkpoint(tmp_path / name)
         assert _equal(checkpoint["model"], weights)
         assert checkpoint["stats"]["loss"].state["avg"] == np.float32(0.25)
+
+
+def test_a_damaged_module_name_gets_no_trust_advice(tmp_path):
+    """A flipped byte that renames numpy in a legacy-format file: --trust-pickle could not help, so it is not offered."""
+    torch.save({"model": {}, "loss": np.float32(0.5)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "legacy.pth").read_bytes()
+    at = data.index(b"cnumpy\ndtype") + 1
+    (tmp_path / "renamed.pth").write_bytes(data[:at] + b"nu-py" + data[at + 5:])
+    assert load_checkpoint(tmp_path / "legacy.pth")["loss"] == np.float32(0.5)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "renamed.pth")
+    message = str(info.value)
+    assert "nu-py.dtype" in message and "not installed here" in message and "trust-pickle" not in message

@@ -13,7 +13,7 @@ from models.gfrtm import GFRTM
 from train import main, paths
 from trainer.checkpoints import epoch_checkpoints, prune_checkpoints
 from trainer.loop import check_before_training
-from trainer.options import build_parser, parse_options
+from trainer.options import TrainingError, build_parser, parse_options
 
 KEY_TABLE = Path(__file__).resolve().parents[1] / "weights" / "checkpoint_keys_resnet18.tsv"
 STAT_KEYS = {"loss", "seg", "delta", "gate", "iou", "reuse_rate", "lr", "tm_cache_hits"}
@@ -92,6 +92,44 @@ def test_checkpoints_of_the_other_backbone_are_refused(tmp_path, capsys):
     assert main(_argv(tmp_path, "--max-epochs", "4")) == 2
     err = capsys.readouterr().err
     assert "cli_ep0003.pth" in err and "resnet101" in err
+
+
+@pytest.mark.parametrize("content", [b"\x8f\x13 not a checkpoint " * 4, "refused", "no refiner"],
+                         ids=["damaged", "refused", "no-refiner"])
+def test_an_unusable_init_pth_is_refused_before_any_folder_or_data_is_made(tmp_path, capsys, content):
+    bad = tmp_path / "bad init.pth"
+    if content == "refused":  # a pickle that would run code: refused unread
+        torch.save({"model": {}, "stats": print}, bad)
+    elif content == "no refiner":
+        torch.save({"model": {"backbone.conv1.weight": torch.zeros(1)}}, bad)
+    else:
+        bad.write_bytes(content)
+    assert main(_argv(tmp_path, "--max-epochs", "1", "--initPth", str(bad))) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and err.startswith("error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad init.pth"]  # no ckpt/cli, tb/cli, tmcache, data
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_removes_the_empty_folders_it_made(tmp_path, capsys,
+                                                                                        monkeypatch):
+    import trainer.loop
+
+    def fail(*args, **kwargs):
+        raise TrainingError("the model could not be built")
+
+    monkeypatch.setattr(trainer.loop, "Trainer", fail)
+    (tmp_path / "tb").mkdir()  # there before the run: kept
+    (tmp_path / "ckpt" / "other").mkdir(parents=True)
+    assert main(_argv(tmp_path, "--max-epochs", "1")) == 2
+    assert "the model could not be built" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["other"]  # ckpt/cli removed, ckpt kept
+    assert list((tmp_path / "tb").iterdir()) == []  # tb/cli removed, tb (there before) kept
+    assert any((tmp_path / "tmcache" / "data").iterdir())  # folders that hold files stay
+
+    (tmp_path / "ckpt" / "other").rmdir()
+    (tmp_path / "ckpt" / "cli").mkdir()  # there before the run, empty: kept
+    assert main(_argv(tmp_path, "--max-epochs", "1")) == 2
+    assert (tmp_path / "ckpt" / "cli").is_dir() and not (tmp_path / "tb" / "cli").exists()
 
 
 @pytest.mark.parametrize("flags", [["--size", "480"], ["--size", "16x16"], ["--seq-len", "1"],

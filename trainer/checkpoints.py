@@ -167,13 +167,16 @@ class InitReport:
         return text
 
 
-def load_refiner_init(path: Path, net: nn.Module, backbone: str) -> InitReport:
-    """Initialise the refinement network from a checkpoint's `refiner.` weights (non-strict).
+def read_refiner_init(path: Path, backbone: str) -> tuple[dict, dict]:
+    """The model state dict of an --initPth file and its `refiner.` part; CheckpointError when the file
+    cannot be read (missing, damaged, refused), has no refiner weights or is of the other backbone.
 
-    Accepts an FRTM or G-FRTM checkpoint (a dict with 'model'). A file for the other backbone,
-    or with refiner tensors of other shapes, is refused.
+    train.py calls it once before any folder is made or data generated, so such a file fails the run at once.
     """
-    state = load_checkpoint(path)["model"]
+    try:
+        state = load_checkpoint(path)["model"]
+    except CheckpointError as err:  # the message names the file; say which flag gave it
+        raise CheckpointError(f"--initPth: {err}") from None
     refiner = {k: v for k, v in state.items() if k.startswith(REFINER_PREFIX)}
     if not refiner:
         raise CheckpointError(f"--initPth {path}: no '{REFINER_PREFIX}' keys; pass an FRTM or G-FRTM checkpoint")
@@ -181,6 +184,16 @@ def load_refiner_init(path: Path, net: nn.Module, backbone: str) -> InitReport:
     if found != backbone:
         raise CheckpointError(f"--initPth {path} was trained with {found}, this run uses {backbone}; "
                               f"pass --ftext {found} or a {backbone} checkpoint")
+    return state, refiner
+
+
+def load_refiner_init(path: Path, net: nn.Module, backbone: str) -> InitReport:
+    """Initialise the refinement network from a checkpoint's `refiner.` weights (non-strict).
+
+    Accepts an FRTM or G-FRTM checkpoint (a dict with 'model'). A file for the other backbone,
+    or with refiner tensors of other shapes, is refused.
+    """
+    state, refiner = read_refiner_init(path, backbone)
     own = net.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in refiner.items()
              if k in own and own[k].shape != v.shape]

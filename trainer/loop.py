@@ -1,6 +1,7 @@
 """The training run: data, model, optimiser, epochs with a progress bar, checkpoints and logs."""
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import random
@@ -16,12 +17,13 @@ from tqdm import tqdm
 
 from dataset.synthetic import MANIFEST, generate_dataset
 from dataset.training import build_training_set
+from lib.created_folders import missing_folders, remove_empty_folders
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
 from trainer import distributed
-from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, prune_checkpoints, resume,
-                                 save_training_checkpoint, switch_initial_lr)
+from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, prune_checkpoints,
+                                 read_refiner_init, resume, save_training_checkpoint, switch_initial_lr)
 from trainer.distributed import DistInfo
 from trainer.signals import held_signals, raise_if_interrupted, unblock_signals
 from trainer.logging import TrainLogger, sample_grid
@@ -197,10 +199,23 @@ class Trainer:
 def run_training(opts: TrainOptions) -> list[dict[str, float]]:
     """Train from the latest checkpoint of `opts.name` to `cfg.max_epochs`; returns the epochs' stats (rank 0)."""
     info = distributed.setup(opts.device)
+    created = missing_folders(*run_folders(opts)) if info.is_main else []  # rank 0 alone makes folders
     try:
         return _train(opts, info)
+    except BaseException:  # an error or an interrupt: the folders it made and left empty go again
+        remove_empty_folders(created)
+        raise
     finally:
         distributed.teardown(info)
+
+
+def run_folders(opts: TrainOptions) -> list[Path]:
+    """The folders a run creates: its checkpoint and TensorBoard folders, the cache, the generated videos."""
+    folders = [opts.paths.checkpoints / opts.name, opts.paths.tensorboard / opts.name, opts.paths.tmcache,
+               opts.dataset_stats_dir]
+    if opts.cfg.dset == "synthetic":
+        folders.append(opts.synthetic_root)
+    return folders
 
 
 def check_before_training(opts: TrainOptions, world_size: int) -> None:
@@ -210,6 +225,8 @@ def check_before_training(opts: TrainOptions, world_size: int) -> None:
         raise TrainingError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes; "
                             f"pass a multiple of {world_size}")
     check_dataset_roots(opts)
+    if opts.init_pth is not None and latest_checkpoint(opts.paths.checkpoints, opts.name) is None:
+        read_refiner_init(opts.init_pth, cfg.backbone)  # a damaged or refused file fails before anything is made
     check_writable(opts.paths.checkpoints / opts.name, "--checkpoints")
     check_writable(opts.paths.tensorboard / opts.name, "--tensorboard")
     cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
@@ -247,7 +264,9 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     loader = DataLoader(dataset, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
                         num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False,
                         worker_init_fn=leave_signals_to_main)
-    logger = TrainLogger(opts.paths.tensorboard, opts.name) if info.is_main else None
+    if info.is_main:  # a missing tensorboard package fails now, not after the first epoch
+        importlib.import_module("torch.utils.tensorboard")
+    logger = None  # made with the first checkpoint: a run that fails before it leaves no empty log folder behind
     if trainer.start_epoch > cfg.max_epochs:
         trainer.say(f"{opts.name}: epoch {trainer.start_epoch - 1} already done, nothing to train "
                     f"(raise --max-epochs to continue)")
@@ -259,6 +278,8 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
             stats = trainer.train_epoch(loader, epoch)
             if info.is_main:
                 path = trainer.save(epoch, stats)
+                if logger is None:
+                    logger = TrainLogger(opts.paths.tensorboard, opts.name)
                 logger.scalars(epoch, stats)
                 if trainer.last_sample is not None:
                     logger.image_grid(epoch, sample_grid(*trainer.last_sample))
