@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Check everything, measure, print and write the report; 2 after a refused option."""
-    from lib.benchmarking import BenchmarkError, BenchmarkOptions, format_report, run_benchmark, write_report
+    from lib.interrupts import held_signals
+
+    with held_signals():  # a Ctrl-C while torch is imported arrives once the import is complete
+        from lib.benchmarking import BenchmarkError, BenchmarkOptions, format_report, run_benchmark, write_report
 
     opts = BenchmarkOptions(backbone=args.ftext, device=args.dev, size=args.size, frames=args.frames,
                             repeats=args.repeats, warmup_frames=args.warmup_frames, rates=tuple(args.rates),

@@ -100,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_reporting_errors(args: argparse.Namespace, saved: Saved) -> int:
-    from lib.video_input import VideoInputError
-    from models.backbone import BackboneWeightsError
-    from models.checkpoint import CheckpointError
+    from lib.interrupts import held_signals
+
+    with held_signals():  # a Ctrl-C while torch is imported arrives once the import is complete
+        from lib.video_input import VideoInputError
+        from models.backbone import BackboneWeightsError
+        from models.checkpoint import CheckpointError
 
     try:
         run(args, saved)

@@ -69,13 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """0 on success; 2 with one `error: ...` line; 130/143 with one line after Ctrl-C/SIGTERM."""
-    from lib.interrupts import command_line, exit_status, interrupted_line, sigterm_as_interrupt
+    from lib.interrupts import command_line, exit_status, held_signals, interrupted_line, sigterm_as_interrupt
     from lib.launcher import continue_command
 
     args = parse_args(argv)
-    try:
-        with sigterm_as_interrupt():
-            from lib.evaluate_cli import main_status  # imports torch: seconds, during which Ctrl-C is likely
+    try:  # importing torch takes seconds, in which a Ctrl-C is likely: it is held back until the import is done
+        with sigterm_as_interrupt(), held_signals():
+            from lib.evaluate_cli import main_status
     except KeyboardInterrupt as err:
         if int(os.environ.get("RANK", "0")) == 0:
             print(interrupted_line(err, "nothing saved yet", continue_command(command_line(argv))), file=sys.stderr)

@@ -42,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None, parsed: dict) -> int:
-    from dataset.errors import DatasetError
-    from models.backbone import BackboneWeightsError
-    from models.checkpoint import CheckpointError
-    from trainer.distributed import PeerStopped
-    from trainer.loop import run_training
-    from trainer.options import TrainingError, parse_options
-    from trainer.tm_cache import CacheMismatchError, TargetModelFitError
+    from lib.interrupts import held_signals
+
+    with held_signals():  # a Ctrl-C while torch is imported arrives once the import is complete
+        from dataset.errors import DatasetError
+        from models.backbone import BackboneWeightsError
+        from models.checkpoint import CheckpointError
+        from trainer.distributed import PeerStopped
+        from trainer.loop import run_training
+        from trainer.options import TrainingError, parse_options
+        from trainer.tm_cache import CacheMismatchError, TargetModelFitError
 
     opts = parsed["opts"] = parse_options(argv, paths)
     try:

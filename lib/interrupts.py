@@ -39,6 +39,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (blocked) in the block; they arrive, and raise, when it ends.
+
+    For importing torch: a library that imports an optional module inside a broad `except` can
+    swallow a KeyboardInterrupt and keep a half-imported module, which fails later. For starting
+    DataLoader workers: `fork()` runs at-fork handlers (the logging module's, for
+    one) in which an interrupt is dropped, and can leave a lock held. The workers start with the
+    signals blocked too, until `unblock_signals()` (their init function) lets them in.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not on Windows, which forks no workers
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def unblock_signals() -> None:
+    """Let SIGINT and SIGTERM in again in a process started inside `held_signals()`."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def exit_status(err: BaseException) -> int:
     """130 after Ctrl-C, 143 after SIGTERM."""
     return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT

@@ -16,7 +16,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-from lib.interrupts import Terminated
+from lib.interrupts import Terminated, held_signals, unblock_signals  # noqa: F401  (the loop's names)
 
 _received: list[int] = []  # the signals received inside `kept_across_finalizers()`, in order
 _handlers: dict[int, Callable[[int, FrameType | None], Any]] = {}  # the handlers it wraps: they raise the interrupt
@@ -59,30 +59,6 @@ def kept_across_finalizers() -> Iterator[None]:
             signal.signal(sig, handler)
         _handlers.clear()
         _received.clear()
-
-
-@contextlib.contextmanager
-def held_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back (blocked) in the block; they arrive, and raise, when it ends.
-
-    For starting DataLoader workers: `fork()` runs at-fork handlers (the logging module's, for
-    one) in which an interrupt is dropped, and can leave a lock held. The workers start with the
-    signals blocked too, until `unblock_signals()` (their init function) lets them in.
-    """
-    if not hasattr(signal, "pthread_sigmask"):  # not on Windows, which forks no workers
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
-
-def unblock_signals() -> None:
-    """Let SIGINT and SIGTERM in again in a process started inside `held_signals()`."""
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _remember_and_raise(signum: int, frame: FrameType | None) -> None:
