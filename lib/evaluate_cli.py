@@ -18,9 +18,9 @@ import torch
 
 from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
+from lib.created_folders import missing_folders
 from lib.davis_scoring import ScoringError
 from lib.eval_distributed import ProcessFailure, RunFolder, launched_as_main, lost_a_peer, on_every_process, start
-from lib.created_folders import missing_folders
 from lib.eval_state import RunState
 from lib.eval_threshold import ThresholdRun, report_scores, run_threshold, score_folder
 from lib.evaluation import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
