@@ -23,7 +23,7 @@ from lib.arg_types import reuse_threshold_arg
 from lib.atomic import unwritable_reason
 from lib.demo_runs import DemoOutput, OutputInUse, labels_digest, model_identity, prepare
 from lib.image_io import ImageReadError, read_label_png, write_label_png
-from lib.interrupts import command_line, exit_status, interrupted_line, sigterm_as_interrupt
+from lib.interrupts import command_line, drop_flag, exit_status, held_signals, interrupted_line, sigterm_as_interrupt
 from models.config import OverlayConfig, TrackerConfig
 
 # torch and the network are imported when the run starts (run()), so that Ctrl-C during those
@@ -94,14 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             stop = err
     argv = sys.argv[1:] if argv is None else argv
     if saved.recorded:  # the record now says which run this is: continuing needs (and must not get) --overwrite
-        argv = [arg for arg in argv if arg != "--overwrite"]
+        argv = drop_flag(argv, "--overwrite", takes_value=False)
     print(interrupted_line(stop, saved.text(), command_line(argv)), file=sys.stderr)
     return exit_status(stop)
 
 
 def _run_reporting_errors(args: argparse.Namespace, saved: Saved) -> int:
-    from lib.interrupts import held_signals
-
     with held_signals():  # a Ctrl-C while torch is imported arrives once the import is complete
         from lib.video_input import VideoInputError
         from models.backbone import BackboneWeightsError

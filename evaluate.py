@@ -10,7 +10,6 @@ Edit `paths` below for your machine; the command-line flags override it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -70,14 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """0 on success; 2 with one `error: ...` line; 130/143 with one line after Ctrl-C/SIGTERM."""
     from lib.interrupts import command_line, exit_status, held_signals, interrupted_line, sigterm_as_interrupt
-    from lib.launcher import continue_command
+    from lib.launcher import continue_command, is_rank_zero
 
     args = parse_args(argv)
     try:  # importing torch takes seconds, in which a Ctrl-C is likely: it is held back until the import is done
         with sigterm_as_interrupt(), held_signals():
             from lib.evaluate_cli import main_status
     except KeyboardInterrupt as err:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_rank_zero():
             print(interrupted_line(err, "nothing saved yet", continue_command(command_line(argv))), file=sys.stderr)
         return exit_status(err)
     return main_status(args, argv, paths, DEFAULT_MODELS, DEMO_MODEL)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from lib.atomic import atomic_write_text
-from lib.devices import resolve_device
+from lib.devices import resolve_device, usable_cores
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
@@ -94,7 +94,7 @@ class BenchmarkOptions:
                                  f"must include 1")
         if self.threads is not None and self.threads < 1:
             raise BenchmarkError(f"--threads {self.threads}: give at least 1 (or leave it out for torch's choice)")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         if self.threads is not None and self.threads > cores:  # extra threads only wait for each other
             raise BenchmarkError(f"--threads {self.threads}: this process can use {cores} CPU core(s); give at most "
                                  f"{cores} (more threads than cores measure the waiting, not the network)")

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from lib.benchmarking import BenchmarkOptions, Config, RunResult, _per_round, _settings, prepare
+from lib.benchmarking import BenchmarkOptions, Config, RunResult, _median, _settings, prepare
 from models.tracker import STAGES
 
 # `--amp` would be worth using bfloat16 on the CPU from this speed-up per frame on (float32 / bfloat16).
@@ -66,10 +66,10 @@ def run_bf16_comparison(opts: BenchmarkOptions, log: Callable[[str], None] = pri
         row = {p: {"per_frame_s": r.per_frame_s, "stages": r.stages_s, "stage_sum_s": sum(r.stages_s.values()),
                    "rounds_s": [run.per_frame_s for run in r.rounds], "peak_mib": r.peak_mib}
                for p, r in runs.items()}
-        row["speedup"] = _per_round(lambda f32, b16: f32.per_frame_s / b16.per_frame_s,
-                                    runs["float32"], runs["bfloat16"])
+        # float32 / bfloat16 time of each round (measured minutes apart at most), and their median
         row["speedup_rounds"] = [a.per_frame_s / b.per_frame_s
                                  for a, b in zip(runs["float32"].rounds, runs["bfloat16"].rounds)]
+        row["speedup"] = _median(row["speedup_rounds"])
         paths[path] = row
     best = max(row["speedup"] for row in paths.values())
     settings = _settings(opts, bench.memory.kind)

@@ -1,5 +1,7 @@
-"""The `--dev` flag of every entry point: one check, one set of messages."""
+"""Devices and cores: the `--dev` flag of every entry point (one check, one set of messages), the usable CPU cores."""
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -26,3 +28,8 @@ def resolve_device(requested: str | None) -> torch.device:
         if device.index is not None and device.index >= count:
             raise ValueError(f"--dev {requested}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return device
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from lib.atomic import atomic_write_text
-from lib.devices import resolve_device
+from lib.devices import resolve_device, usable_cores
 from trainer.distributed import DistInfo, PeerStopped, broadcast_object, setup
 
 T = TypeVar("T")
@@ -33,11 +33,6 @@ class PeerFailed(PeerStopped):
 
 class ProcessFailure(RuntimeError):
     """Another process's error, as rank 0 reports it (printed like rank 0's own)."""
-
-
-def launched_as_main() -> bool:
-    """Whether this process speaks for the run: the only process, or torchrun's rank 0."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def lost_a_peer(err: BaseException) -> bool:
@@ -57,8 +52,7 @@ def lost_a_peer(err: BaseException) -> bool:
 
 def cpu_threads(processes_here: int) -> int:
     """Torch threads for one of `processes_here` processes sharing this machine's cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, processes_here))
+    return max(1, usable_cores() // max(1, processes_here))
 
 
 def start(requested_device: str | None) -> DistInfo:

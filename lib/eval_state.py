@@ -5,23 +5,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib.interrupts import command_line
+from lib.interrupts import command_line, drop_flag
 from lib.launcher import continue_command
 from lib.result_folders import finished_sequences, prune_after_failure
-
-
-def _drop_flag(args: list[str], flag: str, takes_value: bool) -> list[str]:
-    """`args` without `flag` (or an abbreviation argparse accepts, e.g. --overw) and its value."""
-    out, k = [], 0
-    while k < len(args):
-        arg = args[k]
-        name = arg.split("=", 1)[0]
-        if len(name) >= 4 and flag.startswith(name):  # argparse takes unambiguous prefixes
-            k += 2 if takes_value and "=" not in arg else 1
-            continue
-        out.append(arg)
-        k += 1
-    return out
 
 
 class RunState:
@@ -52,7 +38,7 @@ class RunState:
     def resume_command(self) -> str:
         args = self.argv
         if self.planned:  # the folders now record this run's settings: the same command continues
-            args = _drop_flag(_drop_flag(args, "--overwrite", takes_value=False), "--restart", takes_value=True)
+            args = drop_flag(drop_flag(args, "--overwrite", takes_value=False), "--restart", takes_value=True)
         return continue_command(command_line(args))
 
     def prune(self) -> None:

@@ -20,12 +20,13 @@ from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.created_folders import missing_folders
 from lib.davis_scoring import ScoringError
-from lib.eval_distributed import ProcessFailure, RunFolder, launched_as_main, lost_a_peer, on_every_process, start
+from lib.eval_distributed import ProcessFailure, RunFolder, lost_a_peer, on_every_process, start
 from lib.eval_state import RunState
 from lib.eval_threshold import ThresholdRun, report_scores, run_threshold, score_folder
 from lib.evaluation import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
 from lib.image_io import ImageReadError
 from lib.interrupts import exit_status, interrupted_line, sigterm_as_interrupt
+from lib.launcher import is_rank_zero
 from lib.result_folders import (
     FolderPlan,
     FolderRefused,
@@ -48,7 +49,7 @@ def main_status(args: argparse.Namespace, argv: list[str] | None, paths: dict, d
                 demo_model: Path) -> int:
     """Run evaluate.py and return its exit status; prints at most one line on stderr (rank 0 only)."""
     state = RunState(argv)
-    speaks = launched_as_main()
+    speaks = is_rank_zero()
     try:
         with sigterm_as_interrupt():
             run(args, paths, default_models, demo_model, state)
@@ -176,9 +177,10 @@ def _prepare_folders(args, output_root: Path, model_path: Path | None, model_nam
                      backbone_weights: str, taus: list[float], sequences: list, state: RunState) -> list[FolderPlan]:
     """Every threshold's folder is checked before the first one runs, then all are prepared (rank 0)."""
     plans = []
+    shared = run_settings(args.dset, model_path, backbone, backbone_weights, args.fast, args.amp)
     for tau in taus:
         folder = output_root / results_dir_name(args.dset, model_name, tau)
-        settings = run_settings(args.dset, model_path, backbone, backbone_weights, tau, args.fast, args.amp)
+        settings = {**shared, "TH": tau}
         plans.append(plan_folder(folder, tau, settings, sequences, args.overwrite, args.restart))
     check_complete_folders(plans, taus)
     for plan in plans:

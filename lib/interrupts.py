@@ -77,6 +77,23 @@ def interrupted_line(err: BaseException, saved: str, resume: str | None) -> str:
     return f"{line}; to continue: {resume}" if resume else line
 
 
+def drop_flag(args: list[str], flag: str, takes_value: bool) -> list[str]:
+    """`args` without `flag` (or an abbreviation argparse accepts, e.g. --overw) and its value.
+
+    For the commands that continue a run: a flag that would wipe what the run saved must go.
+    """
+    out, k = [], 0
+    while k < len(args):
+        arg = args[k]
+        name = arg.split("=", 1)[0]
+        if len(name) >= 4 and flag.startswith(name):  # argparse takes unambiguous prefixes
+            k += 2 if takes_value and "=" not in arg else 1
+            continue
+        out.append(arg)
+        k += 1
+    return out
+
+
 def command_line(argv: list[str] | None = None, replace: dict[str, str | None] | None = None) -> str:
     """The command that was run (`python <script> <args>`), shell-quoted, for "to continue" messages.
 

@@ -13,6 +13,11 @@ import sys
 _LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch")
 
 
+def is_rank_zero() -> bool:
+    """Whether this process speaks for the run: the only process, or torchrun's rank 0 (no torch needed)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def launcher_options(parent_argv: list[str], script: str) -> list[str] | None:
     """torchrun's options in `parent_argv` (the launcher's command line), or None if it is not torchrun's.
 

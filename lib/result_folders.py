@@ -34,15 +34,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_settings(dset: str, model_path: Path | None, backbone: str, backbone_weights: str, tau: float, fast: bool,
+def run_settings(dset: str, model_path: Path | None, backbone: str, backbone_weights: str, fast: bool,
                  amp: bool) -> dict:
-    """What a folder's masks depend on. The model is identified by its contents, a weights file by its path."""
+    """What a folder's masks depend on, but for the threshold ("TH"): the same for every folder of a sweep.
+
+    The model is identified by its contents (hashed once per command), a weights file by its path.
+    """
     weights = backbone_weights
     if weights not in ("imagenet", "none"):
         weights = str(Path(weights).resolve())
     return {"dset": dset, "model": str(model_path.resolve()) if model_path else "untrained",
             "model_sha256": file_sha256(model_path) if model_path else None, "backbone": backbone,
-            "backbone_weights": weights, "TH": tau, "schedule": "fast" if fast else "full", "amp": amp}
+            "backbone_weights": weights, "schedule": "fast" if fast else "full", "amp": amp}
 
 
 def read_run_record(folder: Path) -> dict | None:

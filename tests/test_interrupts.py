@@ -34,3 +34,14 @@ def test_command_line_replaces_removes_and_appends_flags(monkeypatch):
     assert command_line(argv, {"--restart": None, "--output": "x"}) == "python evaluate.py --dset demo --output x --TH 0.7 1.0"
     assert command_line(argv, {"--overwrite": "1"}).endswith("--TH 0.7 1.0 --overwrite 1")
     assert command_line(["--dset", "demo"], {"--overwrite-missing": None}) == "python evaluate.py --dset demo"
+
+
+def test_drop_flag_also_drops_the_abbreviations_argparse_accepts():
+    from lib.interrupts import drop_flag
+
+    args = ["--video", "v.mp4", "--overw", "--output", "o", "--restart=s1", "--TH", "0.7"]
+    assert drop_flag(args, "--overwrite", takes_value=False) == ["--video", "v.mp4", "--output", "o", "--restart=s1",
+                                                                  "--TH", "0.7"]
+    assert drop_flag(["--rest", "s1", "--overwrite"], "--restart", takes_value=True) == ["--overwrite"]
+    assert drop_flag(args, "--restart", takes_value=True) == ["--video", "v.mp4", "--overw", "--output", "o",
+                                                              "--TH", "0.7"]

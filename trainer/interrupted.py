@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from lib.interrupts import command_line
-from lib.launcher import continue_command as launched_as
+from lib.launcher import continue_command as launched_as, is_rank_zero
 from trainer.signals import received_interrupt
 
 if TYPE_CHECKING:  # torch is imported only once the run starts: Ctrl-C during the imports ends cleanly too
@@ -37,7 +37,7 @@ def continue_command(argv: list[str] | None) -> str:
 
 def is_reporting_process() -> bool:
     """Under torchrun every rank is stopped; only rank 0 (which writes the checkpoints) prints the line."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return is_rank_zero()
 
 
 def interrupt_of(err: BaseException) -> KeyboardInterrupt | None:

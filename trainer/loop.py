@@ -18,6 +18,7 @@ from tqdm import tqdm
 from dataset.synthetic import MANIFEST, generate_dataset
 from dataset.training import build_training_set
 from lib.created_folders import missing_folders, remove_empty_folders
+from lib.interrupts import held_signals, unblock_signals
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
@@ -25,7 +26,7 @@ from trainer import distributed
 from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, prune_checkpoints,
                                  read_refiner_init, resume, save_training_checkpoint, switch_initial_lr)
 from trainer.distributed import DistInfo
-from trainer.signals import held_signals, raise_if_interrupted, unblock_signals
+from trainer.signals import raise_if_interrupted
 from trainer.logging import TrainLogger, sample_grid
 from trainer.losses import reuse_margin
 from trainer.options import (TrainingError, TrainOptions, check_dataset_roots, check_read_only_cache,

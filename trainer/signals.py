@@ -4,7 +4,7 @@ Python drops an exception raised inside a finalizer or an at-fork handler ("Exce
 in ..."), and the training loop spends a while in both between epochs: starting DataLoader
 workers forks the process, and the DataLoader iterator's `__del__` joins them. A Ctrl-C landing
 there would vanish and training would go on. `kept_across_finalizers()` remembers every signal and
-defers one that lands in a finalizer to the next `raise_if_interrupted()`; `held_signals()` keeps
+defers one that lands in a finalizer to the next `raise_if_interrupted()`; `lib.interrupts.held_signals()` keeps
 them out while workers are forked.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-from lib.interrupts import Terminated, held_signals, unblock_signals  # noqa: F401  (the loop's names)
+from lib.interrupts import Terminated
 
 _received: list[int] = []  # the signals received inside `kept_across_finalizers()`, in order
 _handlers: dict[int, Callable[[int, FrameType | None], Any]] = {}  # the handlers it wraps: they raise the interrupt
