@@ -6,7 +6,9 @@ odds p / (1 - p) themselves, not over their logarithm (RGMP's soft aggregation w
 latter). Each object keeps its softmax value where it wins and 0 elsewhere: that kept map is what
 enters its target model's memory. The label map is the argmax of the same aggregation applied once
 more, to the kept maps. A pixel where several objects are unsure can therefore end up background
-in the label map even though one of them won the first round. With one object the label is p > 0.5.
+in the label map even though one of them won the first round. A single object goes through the same
+merge (background 1 - p): it keeps the softmax value of its odds against the background's where
+p > 0.5, not p itself, and its label is p > 0.5.
 """
 from __future__ import annotations
 
@@ -59,13 +61,9 @@ def merge_objects(probs: Tensor) -> tuple[Tensor, Tensor]:
         probs: (N,H,W) foreground probability of each of N >= 1 objects.
     Returns:
         labels: (H,W) long, 0 = background, k = the k-th object (1-based position in `probs`).
-        kept: (N,H,W) what enters each object's target-model memory: with several objects its
-            softmax value where it wins the first round and 0 elsewhere; with one object p where
-            p > 0.5 and 0 elsewhere.
+        kept: (N,H,W) what enters each object's target-model memory: its softmax value where it
+            wins the first round and 0 elsewhere (also for N = 1).
     """
-    if probs.shape[0] == 1:
-        labels = (probs[0] > 0.5).long()
-        return labels, probs * labels
     winner, softmax = aggregate(probs)
     positions = torch.arange(1, probs.shape[0] + 1, device=probs.device).view(-1, 1, 1)
     kept = softmax[1:] * (winner.unsqueeze(0) == positions)

@@ -59,11 +59,15 @@ def test_label_map_is_a_second_round_over_the_kept_maps():
     assert kept[:, 0, 2].tolist() == [0.0, 0.0]
 
 
-def test_one_object_is_labelled_where_p_exceeds_one_half():
-    probs = torch.tensor([[[0.2, 0.5, 0.51, 0.99]]])
-    labels, kept = merge_objects(probs)
-    assert labels[0].tolist() == [0, 0, 1, 1]
-    torch.testing.assert_close(kept, torch.tensor([[[0.0, 0.0, 0.51, 0.99]]]))
+def test_one_object_goes_through_the_same_merge_and_keeps_its_softmax_value_not_p():
+    values = [0.2, 0.5, 0.51, 0.7, 0.99]
+    labels, kept = merge_objects(torch.tensor([[values]]))
+    assert labels[0].tolist() == [0, 0, 1, 1, 1]  # p > 0.5
+    # background = 1 - p; the object keeps softmax(p/(1-p)) against ((1-p)/p) where it wins
+    expected = [_literal_softmax([1 - v, v])[1] if v > 0.5 else 0.0 for v in values]
+    torch.testing.assert_close(kept[0, 0], torch.tensor(expected), rtol=1e-6, atol=0)
+    assert kept[0, 0, 3].item() == pytest.approx(0.8704, abs=1e-4)  # not 0.7: 1 / (1 + exp(0.4286 - 2.3333))
+    assert kept[0, 0, 2].item() == pytest.approx(0.5200, abs=1e-4)  # not 0.51
 
 
 # ------------------------------------------------------------------------------------- tracker

@@ -9,7 +9,8 @@ computation of the published rules:
 - the deep part's batch takes, for reuse samples, the features of their last full-path frame and
   the stored score;
 - the stored previous x is blended by g too, so the gradient flows through it (with the project's
-  documented inference rule: full-path samples take the new x, reuse samples keep theirs).
+  documented inference rule: full-path samples take the new x, reuse samples keep theirs);
+- the first previous x is the deep part on frame 0's target-model score, not on the mask.
 """
 from __future__ import annotations
 
@@ -77,12 +78,13 @@ def _batch():
                            [[0.3, 0.3], [0.1, -0.2], [-0.3, 0.0]]], **d)  # (B,N,2 pixels)
     feats = [{"layer2": layer2[:, t].view(B, 1, 1, 2), "layer3": layer3[:, t].view(B, 1, 1, 1),
               "layer4": layer4[:, t].view(B, 1, 1, 1), "layer5": layer5[:, t].view(B, 1, 1, 1)} for t in range(N)]
-    scores = torch.tensor([[0.8, -0.6], [-1.2, 0.9], [0.5, 1.4]], **d).view(B, N - 1, 1, 1, 1)
+    scores = torch.tensor([[-0.7, 0.8, -0.6], [0.3, -1.2, 0.9], [1.1, 0.5, 1.4]], **d).view(B, N, 1, 1, 1)
     labels = torch.tensor([[[1, 1], [1, 0], [0, 1]], [[1, 0], [1, 1], [0, 0]], [[0, 1], [0, 1], [1, 1]]], **d)
     return feats, scores, labels.view(B, N, 1, 1, 2)
 
 
-def _by_hand(net: _Net, feats, scores, labels, margin: float, blend_state: bool = True):
+def _by_hand(net: _Net, feats, scores, labels, margin: float, blend_state: bool = True,
+             score_first_x: bool = True):
     """The published rules, sample by sample (m2 = 0). Returns (loss, reuse decisions per frame)."""
     p = net.p
     y = labels[:, :, 0, 0, :]  # (B,N,2)
@@ -97,7 +99,8 @@ def _by_hand(net: _Net, feats, scores, labels, margin: float, blend_state: bool 
         mean = sum(z) / len(z)
         return [zi - mean + p["c"] for zi in z]
 
-    prev_x = deep([(stored[b], *last[b]) for b in range(B)])
+    first_score = [scores[b, 0].flatten()[0] for b in range(B)] if score_first_x else stored
+    prev_x = deep([(first_score[b], *last[b]) for b in range(B)])
     seg = delta = gate = 0.0
     decisions = []
     for t in range(1, N):
@@ -106,7 +109,7 @@ def _by_hand(net: _Net, feats, scores, labels, margin: float, blend_state: bool 
         reuse = [bool(pr[b] > 0.5) for b in range(B)]
         g = [pr[b] + (float(reuse[b]) - pr[b]).detach() for b in range(B)]  # straight-through
         diff = [p["d"] * tpl[b] for b in range(B)]
-        s_full = [scores[b, t - 1].flatten()[0] for b in range(B)]
+        s_full = [scores[b, t].flatten()[0] for b in range(B)]
         cur = [(f["layer4"][b][t], f["layer5"][b][t]) for b in range(B)]
         x_deep = deep([(stored[b], *last[b]) if reuse[b] else (s_full[b], *cur[b]) for b in range(B)])
         x = [g[b] * (prev_x[b] + p["v"] * diff[b]) + (1 - g[b]) * x_deep[b] for b in range(B)]
@@ -151,6 +154,9 @@ def test_loss_and_gradients_of_one_step_equal_the_published_rules_by_hand(margin
     # the gradient that reaches the gate through the blended previous x is part of it
     detached, _ = _by_hand(net, feats, scores, labels, margin, blend_state=False)
     assert _gradients(detached, net)["w"] != pytest.approx(want["w"], rel=1e-3)
+    # the first previous x from the mask (this project's earlier rule) is told apart too
+    from_mask, _ = _by_hand(net, feats, scores, labels, margin, score_first_x=False)
+    assert from_mask.item() != pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_segmentation_loss_is_bce_of_the_probabilities_with_logs_clamped_at_minus_100():

@@ -106,7 +106,7 @@ def _forced_forward(backbone, plan: list[bool], margin: float = 1.0, spy: dict |
     batch = _batch()
     feats = frozen_features(backbone, batch["images"])
     size16 = feats[0]["layer4"].shape[-2:]
-    scores = torch.randn(B, N - 1, 1, *size16)
+    scores = torch.randn(B, N, 1, *size16)
     calls = iter(plan)
 
     def forced_logits(tpl):
@@ -158,7 +158,22 @@ def test_previous_x_and_stored_score_follow_the_inference_rule(backbone):
     torch.testing.assert_close(prev_x_frame2, x_frame1)
     assert not torch.allclose(prev_x_frame2, spy["deep"][0][1])
     # the stored score became frame 1's target-model score; matching on frame 2 uses it
-    torch.testing.assert_close(spy["match"][1], scores[:, 0])
+    torch.testing.assert_close(spy["match"][1], scores[:, 1])
+
+
+def test_first_previous_x_is_the_deep_part_on_frame_0s_target_model_score(backbone):
+    spy: dict = {}
+    out, labels, scores = _forced_forward(backbone, [True, True], spy=spy)
+    (score0, deep_feats0), x0 = spy["deep"][0]
+    # frame 0's deep part takes the target model's score, not the mask at stride 16 ...
+    torch.testing.assert_close(score0, scores[:, 0], rtol=0, atol=0)
+    mask16 = torch.nn.functional.interpolate(labels[:, 0], size=scores.shape[-2:], mode="bilinear",
+                                             align_corners=False)
+    assert not torch.allclose(score0, mask16)
+    # ... and its output is the previous x that frame 1's translator starts from
+    torch.testing.assert_close(spy["translate"][0][0][0], x0)
+    # while matching on frame 1 reads the stored score, which is the mask
+    torch.testing.assert_close(spy["match"][0], mask16)
 
 
 def test_every_trainable_parameter_gets_a_gradient(backbone):
@@ -167,7 +182,7 @@ def test_every_trainable_parameter_gets_a_gradient(backbone):
     net = GFRTM(NetworkConfig()).train()
     batch = _batch()
     feats = frozen_features(backbone, batch["images"])
-    scores = torch.randn(B, N - 1, 1, *feats[0]["layer4"].shape[-2:])
+    scores = torch.randn(B, N, 1, *feats[0]["layer4"].shape[-2:])
     forward_sequence(net, feats, scores, batch["labels"], margin=1.0, m2=0.0)["loss"].backward()
     assert [name for name, p in net.named_parameters() if p.grad is None] == []
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
@@ -181,6 +196,26 @@ def test_total_loss_falls_on_a_fixed_batch(tmp_path):
     losses = [trainer.train_batch(batch, epoch=1)["loss"].item() for _ in range(8)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+
+
+def test_first_previous_x_comes_from_the_cached_target_model_on_a_cache_hit(tmp_path, monkeypatch):
+    trainer = Trainer(_options(tmp_path), CPU)
+    batch = _batch()
+    trainer.train_batch(batch, epoch=1)  # fits every target model and writes the cache
+    seen = []
+    deep = trainer.net.refiner.deep
+    monkeypatch.setattr(trainer.net.refiner, "deep",
+                        lambda score, feats, *a: seen.append(score.detach().clone()) or deep(score, feats, *a))
+    trainer.train_batch(batch, epoch=2)
+    assert trainer.cache.hits == B
+    # the first deep-part call is frame 0's: the cached model classifying the un-augmented frame 0
+    layer4 = frozen_features(trainer.backbone, batch["images"])[0]["layer4"]
+    for b in range(B):
+        state = torch.load(trainer.cache.path(f"box{b}", 5, 1), weights_only=True)
+        projected = torch.nn.functional.conv2d(layer4[b:b + 1], state["project.weight"])
+        expected = torch.nn.functional.conv2d(projected, state["filter.weight"], padding=1)
+        torch.testing.assert_close(seen[0][b:b + 1], expected)
+    assert seen[0].abs().sum() > 0
 
 
 def test_second_epoch_hits_the_target_model_cache_and_bad_files_are_refitted(tmp_path):

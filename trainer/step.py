@@ -1,6 +1,7 @@
 """One training batch of G-FRTM: frozen features, target-model scores, and the gated forward with its losses.
 
-See docs/method.md, "Training". Frame 0 of every sample initialises its template, stored score and previous x; on
+See docs/method.md, "Training". Frame 0 of every sample initialises its template, stored score (the
+mask) and previous x (the deep part on the target model's frame-0 score); on
 frames 1..N-1 the gate takes a hard straight-through decision g per sample (1 = reuse). Both paths
 run for every sample, so the gradient reaches every trainable part; as in the published step, the
 gate blends the deep-part output x (and the stored previous x), while the score and the deep
@@ -38,8 +39,9 @@ def frozen_features(backbone: Backbone, images: Tensor) -> list[Features]:
 
 @torch.no_grad()
 def target_scores(models: Sequence[TargetModel], feats: list[Features]) -> Tensor:
-    """Scores of each sample's frozen target model on frames 1..N-1 -> (B,N-1,1,h16,w16)."""
-    layer4 = torch.stack([f["layer4"] for f in feats[1:]], dim=1)  # (B,N-1,C,h16,w16)
+    """Scores of each sample's frozen target model (fitted or read from the cache) on the
+    un-augmented frames 0..N-1 -> (B,N,1,h16,w16). Frame 0's score feeds the first previous x."""
+    layer4 = torch.stack([f["layer4"] for f in feats], dim=1)  # (B,N,C,h16,w16)
     return torch.stack([model.score(layer4[b]) for b, model in enumerate(models)])
 
 
@@ -50,7 +52,7 @@ def forward_sequence(net: GFRTM, feats: list[Features], scores: Tensor, labels: 
     Args:
         net: G-FRTM in train mode.
         feats: N dicts of frozen backbone features (B,C,h,w) (see `frozen_features`).
-        scores: (B,N-1,1,h16,w16) target-model scores of frames 1..N-1.
+        scores: (B,N,1,h16,w16) target-model scores of frames 0..N-1.
         labels: (B,N,1,H,W) float object masks.
         margin: cap on the gate's reuse target (`reuse_margin`).
         m2: dead zone of the gate loss.
@@ -67,7 +69,9 @@ def forward_sequence(net: GFRTM, feats: list[Features], scores: Tensor, labels: 
     template = net.make_template(feats[0]["layer3"], mask_to_stride(label0, size8, training=True))
     stored = mask_to_stride(label0, size16, training=True)
     last_deep = {k: feats[0][k] for k in ("layer4", "layer5")}  # deep features of the last full-path frame
-    prev_x = net.refiner.deep(stored, last_deep)
+    # As at inference, the first previous x is the deep part on frame 0's target-model score (the
+    # stored score, which the matching reads, is the mask).
+    prev_x = net.refiner.deep(scores[:, 0], last_deep)
     last_full_label = label0
 
     seg_sum = delta_sum = gate_sum = labels.new_zeros(())
@@ -79,7 +83,7 @@ def forward_sequence(net: GFRTM, feats: list[Features], scores: Tensor, labels: 
         g = decision[:, 0].view(-1, 1, 1, 1)  # 1 = reuse; its value is 0 or 1, its gradient that of p
         reuse = g.detach() > 0.5
         diff = net.delta(tpl)
-        s_full = scores[:, t - 1]
+        s_full = scores[:, t]
         # The deep part runs on the whole batch, so its BatchNorm's batch statistics cover every
         # sample, as in the published step: full-path samples bring this frame's features and
         # target-model score, reuse samples those of their last full-path frame and the stored score.
