@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     from lib.interrupts import held_signals
 
     with held_signals():  # a Ctrl-C while torch is imported arrives once the import is complete
-        from lib.benchmarking import BenchmarkError, BenchmarkOptions, format_report, run_benchmark, write_report
+        from evaluator.speed.benchmark import BenchmarkError, BenchmarkOptions, format_report, run_benchmark, write_report
 
     opts = BenchmarkOptions(backbone=args.ftext, device=args.dev, size=args.size, frames=args.frames,
                             repeats=args.repeats, warmup_frames=args.warmup_frames, rates=tuple(args.rates),
@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: --json {args.json}: {problem}", file=sys.stderr)
         return 2
     if opts.compare_bf16:
-        from lib.bf16_benchmark import format_bf16_report, run_bf16_comparison
+        from evaluator.speed.bf16 import format_bf16_report, run_bf16_comparison
 
         measure, show = run_bf16_comparison, format_bf16_report
     else:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:  # importing torch takes seconds, in which a Ctrl-C is likely: it is held back until the import is done
         with sigterm_as_interrupt(), held_signals():
-            from lib.evaluate_cli import main_status
+            from evaluator.cli import main_status
     except KeyboardInterrupt as err:
         if is_rank_zero():
             print(interrupted_line(err, "nothing saved yet", continue_command(command_line(argv))), file=sys.stderr)

@@ -27,7 +27,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "import-linter"],
         "plot": ["matplotlib"],
     },
 )

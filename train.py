@@ -48,7 +48,7 @@ def _main(argv: list[str] | None, parsed: dict) -> int:
         from dataset.errors import DatasetError
         from models.backbone import BackboneWeightsError
         from models.checkpoint import CheckpointError
-        from trainer.distributed import PeerStopped
+        from lib.distributed import PeerStopped
         from trainer.loop import run_training
         from trainer.options import TrainingError, parse_options
         from trainer.tm_cache import CacheMismatchError, TargetModelFitError

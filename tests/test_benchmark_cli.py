@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import benchmark
-import lib.benchmarking as benchmarking
-from lib.bf16_benchmark import PRECISIONS, cpu_bf16_support
+import evaluator.speed.benchmark as benchmarking
+from evaluator.speed.bf16 import PRECISIONS, cpu_bf16_support
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM

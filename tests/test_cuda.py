@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import benchmark
-from lib.evaluation import load_network
+from evaluator.runner import load_network
 from models.backbone import build_backbone
 from models.config import TargetModelConfig, TrackerConfig
 from models.target_model import TargetModel
@@ -118,7 +118,7 @@ def test_a_ddp_training_step_over_nccl_changes_the_weights(tmp_path):
     from torch.nn.parallel import DistributedDataParallel
 
     from tests.test_train_step import _batch, _options
-    from trainer import distributed
+    from lib import distributed
     from trainer.loop import Trainer
 
     info = distributed.setup_explicit(0, 1, f"file://{tmp_path / 'rendezvous'}", CUDA)

@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 
 from tests.test_train_cli import _argv
 from tests.test_train_step import _batch, _options
-from trainer import distributed
-from trainer.distributed import DistInfo
+from lib import distributed
+from lib.distributed import DistInfo
 from trainer.loop import EpochSampler, Trainer
 
 WORLD = 2

@@ -10,7 +10,7 @@ from PIL import Image
 
 import demo
 from lib.image_io import DAVIS_PALETTE, read_label_png
-from lib.video_input import VideoInputError, open_video, read_start_mask
+from evaluator.demo.video_input import VideoInputError, open_video, read_start_mask
 
 H, W, T = 64, 112, 6
 
@@ -223,7 +223,7 @@ def test_palette_indices_and_several_grey_values_stay_object_ids(tmp_path):
 
 
 def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_settings(tmp_path):
-    from lib.demo_runs import DemoOutput, OutputInUse, prepare
+    from evaluator.demo.run_record import DemoOutput, OutputInUse, prepare
 
     out = DemoOutput(tmp_path / "out")
     settings = {"video": "clip.mp4", "TH": 0.7}
@@ -247,7 +247,7 @@ def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_set
 
 
 def test_the_interrupt_line_names_the_masks_folder_only_once_a_mask_is_there(tmp_path):
-    from lib.demo_runs import DemoOutput
+    from evaluator.demo.run_record import DemoOutput
 
     saved = demo.Saved(DemoOutput(tmp_path / "out"), [f"{k:05d}" for k in range(30)], recorded=True)
     assert saved.text() == "no mask is saved yet (0 of 30)"  # the masks folder does not exist yet

@@ -211,7 +211,7 @@ def test_an_interrupted_sweep_continues_when_the_same_command_runs_again(tiny_da
                                                                          capsys, monkeypatch):
     """SIGTERM during the second threshold: one line, status 143; the command it prints finishes the sweep
     without redoing what was finished; the same folder with other settings is refused."""
-    import lib.evaluation as evaluation
+    import evaluator.runner as evaluation
     from lib.interrupts import Terminated
 
     first, second = _sequences(tiny_davis)
@@ -328,11 +328,11 @@ def test_a_failed_demo_run_leaves_neither_its_demo_data_nor_its_output(tmp_path,
 
 
 def test_an_unwritable_eval_only_folder_points_to_output(tiny_davis, tmp_path, capsys, monkeypatch):
-    import lib.evaluate_cli
+    import evaluator.cli
 
     results = tmp_path / "theirs"
     shutil.copytree(tiny_davis / "Annotations" / "480p", results)
-    monkeypatch.setattr(lib.evaluate_cli, "unwritable_reason",  # as root, chmod does not stop writes
+    monkeypatch.setattr(evaluator.cli, "unwritable_reason",  # as root, chmod does not stop writes
                         lambda folder: f"cannot write to {folder} (Read-only file system)" if folder == results else None)
     assert evaluate.main(["--dset", "dv2017val", "--davis-root", str(tiny_davis), "--eval-only", str(results)]) == 2
     err = capsys.readouterr().err

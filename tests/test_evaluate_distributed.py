@@ -16,7 +16,7 @@ import torch
 
 import evaluate
 from dataset.synthetic import generate_dataset
-from lib.eval_distributed import cpu_threads, share_by_size
+from evaluator.processes import cpu_threads, share_by_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (96, 128)  # (H, W): large enough for the demo model to segment something

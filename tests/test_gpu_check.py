@@ -47,7 +47,7 @@ def _results(folder: Path, labels: dict[str, list[np.ndarray]], jf: float, tau: 
     for seq, frames in labels.items():
         for t, lab in enumerate(frames):
             write_label_png(folder / seq / f"{t:05d}.png", lab)
-    (folder / "summary.json").write_text(json.dumps({"scores": {"J&F-Mean": jf}, "settings": {"tau": tau}}))
+    (folder / "summary.json").write_text(json.dumps({"scores": {"J&F-Mean": jf}, "settings": {"TH": tau}}))
     return folder
 
 

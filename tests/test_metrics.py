@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from lib.metrics import (
+from evaluator.metrics import (
     boundary_measure,
     boundary_tolerance_pixels,
     decay_bin_starts,

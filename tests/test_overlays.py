@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lib.image_io import DAVIS_PALETTE, write_label_png
-from lib.overlays import (
+from evaluator.overlays import (
     ObjectStatus,
     OverlayVideoWriter,
     blend_masks,
@@ -16,7 +16,7 @@ from lib.overlays import (
     gif_size,
     save_sequence_overlays,
 )
-from lib.run_records import SequenceRecord
+from evaluator.run_records import SequenceRecord
 from models.config import OverlayConfig
 
 H, W, T = 64, 112, 6

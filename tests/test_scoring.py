@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.davis_scoring import (
+from evaluator.davis_scoring import (
     ScoringError,
     SequenceScores,
     first_frame_object_ids,

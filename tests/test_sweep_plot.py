@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lib.evaluate_cli import _write_sweep
+from evaluator.cli import _write_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +37,7 @@ def test_without_matplotlib_the_csv_is_written_and_the_message_says_how(tmp_path
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    monkeypatch.delitem(sys.modules, "lib.plots", raising=False)
+    monkeypatch.delitem(sys.modules, "evaluator.sweep_plot", raising=False)
     _write_sweep(tmp_path, [(0.5, _summary(0.6, 0.6, 0.6, 10.0, 0.5)), (1.0, _summary(0.7, 0.7, 0.7, 5.0, 0.0))])
     assert len(_rows(tmp_path / "sweep.csv")) == 2
     assert not (tmp_path / "sweep.png").exists()
@@ -46,7 +46,7 @@ def test_without_matplotlib_the_csv_is_written_and_the_message_says_how(tmp_path
 
 def test_plot_of_an_unscored_sweep_shows_speed_and_reuse_against_th(tmp_path):
     pytest.importorskip("matplotlib")
-    from lib.plots import plot_sweep, read_sweep_csv
+    from evaluator.sweep_plot import plot_sweep, read_sweep_csv
 
     csv_path = tmp_path / "sweep.csv"
     csv_path.write_text("TH,J&F,J,F,fps,reuse_rate\n0.7,,,,12.000,0.400\n1,,,,8.000,0.000\n")
@@ -58,7 +58,7 @@ def test_plot_of_an_unscored_sweep_shows_speed_and_reuse_against_th(tmp_path):
 
 def test_a_file_that_is_not_a_sweep_csv_is_refused_by_name(tmp_path):
     pytest.importorskip("matplotlib")
-    from lib.plots import read_sweep_csv
+    from evaluator.sweep_plot import read_sweep_csv
 
     bad = tmp_path / "gate_log.csv"
     bad.write_text("sequence,frame,object,p_reuse,decision\nbike,1,1,0.9,reuse\n")

@@ -94,6 +94,20 @@ def test_checkpoints_of_the_other_backbone_are_refused(tmp_path, capsys):
     assert "cli_ep0003.pth" in err and "resnet101" in err
 
 
+def test_an_init_pth_is_read_once_and_loaded_into_the_refinement_network(tmp_path, capsys, monkeypatch):
+    import trainer.checkpoints
+
+    torch.manual_seed(3)
+    save_gfrtm(tmp_path / "init.pth", GFRTM(NetworkConfig()))
+    reads = []
+    load = trainer.checkpoints.load_checkpoint
+    monkeypatch.setattr(trainer.checkpoints, "load_checkpoint", lambda path, *a, **k: reads.append(path) or load(
+        path, *a, **k))
+    assert main(_argv(tmp_path, "--max-epochs", "1", "--initPth", str(tmp_path / "init.pth"))) == 0
+    assert reads == [tmp_path / "init.pth"]
+    assert f"--initPth {tmp_path / 'init.pth'}: loaded" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("content", [b"\x8f\x13 not a checkpoint " * 4, "refused", "no refiner"],
                          ids=["damaged", "refused", "no-refiner"])
 def test_an_unusable_init_pth_is_refused_before_any_folder_or_data_is_made(tmp_path, capsys, content):

@@ -13,7 +13,7 @@ from models.checkpoint import CheckpointError, save_gfrtm
 from models.config import NetworkConfig, TargetModelConfig, TrainConfig
 from models.gfrtm import GFRTM
 from trainer.checkpoints import load_refiner_init, resume
-from trainer.distributed import DistInfo
+from lib.distributed import DistInfo
 from trainer.logging import GRID_WIDTH, sample_grid
 from trainer.loop import Trainer
 from trainer.losses import gate_loss, gate_target, mask_iou, reuse_margin

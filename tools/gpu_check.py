@@ -202,7 +202,7 @@ def demo_results(folder: Path) -> dict[float, Path]:
     """TH -> results folder of an evaluate.py --output folder (read from each run's summary.json)."""
     found = {}
     for summary in folder.glob("*/summary.json"):
-        found[float(json.loads(summary.read_text())["settings"]["tau"])] = summary.parent
+        found[float(json.loads(summary.read_text())["settings"]["TH"])] = summary.parent
     return found
 
 

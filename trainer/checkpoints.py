@@ -171,7 +171,7 @@ def read_refiner_init(path: Path, backbone: str) -> tuple[dict, dict]:
     """The model state dict of an --initPth file and its `refiner.` part; CheckpointError when the file
     cannot be read (missing, damaged, refused), has no refiner weights or is of the other backbone.
 
-    train.py calls it once before any folder is made or data generated, so such a file fails the run at once.
+    Training reads it before any folder is made or data generated, so such a file fails the run at once.
     """
     try:
         state = load_checkpoint(path)["model"]
@@ -187,13 +187,14 @@ def read_refiner_init(path: Path, backbone: str) -> tuple[dict, dict]:
     return state, refiner
 
 
-def load_refiner_init(path: Path, net: nn.Module, backbone: str) -> InitReport:
+def load_refiner_init(path: Path, net: nn.Module, backbone: str, read: tuple[dict, dict] | None = None) -> InitReport:
     """Initialise the refinement network from a checkpoint's `refiner.` weights (non-strict).
 
     Accepts an FRTM or G-FRTM checkpoint (a dict with 'model'). A file for the other backbone,
-    or with refiner tensors of other shapes, is refused.
+    or with refiner tensors of other shapes, is refused. `read`: what `read_refiner_init` returned
+    for this file, when it was already read (so a run reads it once).
     """
-    state, refiner = read_refiner_init(path, backbone)
+    state, refiner = read if read is not None else read_refiner_init(path, backbone)
     own = net.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in refiner.items()
              if k in own and own[k].shape != v.shape]

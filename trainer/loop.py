@@ -22,10 +22,11 @@ from lib.interrupts import held_signals, unblock_signals
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
-from trainer import distributed
+from lib import distributed
+from trainer.ddp import wrap
 from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, prune_checkpoints,
                                  read_refiner_init, resume, save_training_checkpoint, switch_initial_lr)
-from trainer.distributed import DistInfo
+from lib.distributed import DistInfo
 from trainer.signals import raise_if_interrupted
 from trainer.logging import TrainLogger, sample_grid
 from trainer.losses import reuse_margin
@@ -65,11 +66,12 @@ class EpochSampler(DistributedSampler):
 class Trainer:
     """Model, optimiser and target-model provider of one process; `train_batch` is one optimisation step.
 
-    On construction it resumes from the latest checkpoint of `opts.name` (or applies --initPth),
-    then wraps the network for DistributedDataParallel when `info` is distributed.
+    On construction it resumes from the latest checkpoint of `opts.name` (or applies --initPth, read
+    from `refiner_init` when the file was already read), then wraps the network for
+    DistributedDataParallel when `info` is distributed.
     """
 
-    def __init__(self, opts: TrainOptions, info: DistInfo) -> None:
+    def __init__(self, opts: TrainOptions, info: DistInfo, refiner_init: tuple[dict, dict] | None = None) -> None:
         cfg = opts.cfg
         self.opts, self.cfg, self.info = opts, cfg, info
         self.backbone = build_backbone(cfg.backbone, opts.backbone_weights, info.device)
@@ -79,11 +81,11 @@ class Trainer:
         self.cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
         self.provider = TargetModelProvider(self.backbone, cfg.target_model, self.cache, cfg.feature_chunk, cfg.seed)
         self.last_checkpoint: Path | None = latest_checkpoint(opts.paths.checkpoints, opts.name)
-        self.start_epoch = self._restore()
-        self.forward = distributed.wrap(SequenceForward(self.net), info)
+        self.start_epoch = self._restore(refiner_init)
+        self.forward = wrap(SequenceForward(self.net), info)
         self.last_sample: tuple[Tensor, ...] | None = None  # sample 0 of the last batch, for the image grid
 
-    def _restore(self) -> int:
+    def _restore(self, refiner_init: tuple[dict, dict] | None) -> int:
         if self.last_checkpoint is not None:
             resumed = resume(self.last_checkpoint, self.net, self.optimizer, self.scheduler, self.cfg.backbone,
                              self.opts.backbone_weights)
@@ -97,7 +99,7 @@ class Trainer:
                 self.say(f"--initPth {self.opts.init_pth} ignored: the run resumes from a checkpoint")
             return resumed.epoch + 1
         if self.opts.init_pth:
-            report = load_refiner_init(self.opts.init_pth, self.net, self.cfg.backbone)
+            report = load_refiner_init(self.opts.init_pth, self.net, self.cfg.backbone, refiner_init)
             self.say(report.summary(self.opts.init_pth))
         return 1
 
@@ -226,8 +228,6 @@ def check_before_training(opts: TrainOptions, world_size: int) -> None:
         raise TrainingError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes; "
                             f"pass a multiple of {world_size}")
     check_dataset_roots(opts)
-    if opts.init_pth is not None and latest_checkpoint(opts.paths.checkpoints, opts.name) is None:
-        read_refiner_init(opts.init_pth, cfg.backbone)  # a damaged or refused file fails before anything is made
     check_writable(opts.paths.checkpoints / opts.name, "--checkpoints")
     check_writable(opts.paths.tensorboard / opts.name, "--tensorboard")
     cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
@@ -253,6 +253,10 @@ def training_cache_info(opts: TrainOptions) -> dict:
 
 def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     cfg = opts.cfg
+    refiner_init = None
+    if opts.init_pth is not None and latest_checkpoint(opts.paths.checkpoints, opts.name) is None:
+        # read once, first: a damaged or refused file fails the run before anything is made
+        refiner_init = distributed.on_every_process(lambda: read_refiner_init(opts.init_pth, cfg.backbone), info)
     # rank 0 checks (it alone writes checkpoints, logs and the cache index); all ranks stop together on an error
     distributed.on_main(lambda: check_before_training(opts, info.world_size), info)
     seed_everything(cfg.seed + info.rank)
@@ -260,7 +264,7 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
         torch.backends.cudnn.benchmark = True
     dataset = _training_set(opts, info)
 
-    trainer = Trainer(opts, info)
+    trainer = Trainer(opts, info, refiner_init)
     sampler = EpochSampler(dataset, info, cfg.seed, cfg.epoch_samples)
     loader = DataLoader(dataset, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
                         num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False,

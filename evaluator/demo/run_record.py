@@ -1,21 +1,22 @@
 """demo.py's output folder: which run wrote it and whether that run finished, so that rerunning an
 interrupted demo continues it, and masks of other settings are never mixed with this run's.
 
-`<output>/demo_run.json` records the settings that decide the masks (video, start mask, frames,
-model, threshold, schedule, backbone weights) and whether the run finished (overlay written).
-A run writes it, unfinished, before its first mask, and again, finished, after the overlay.
+`<output>/demo_run.json` = {"settings": ..., "finished": bool}, written and read as evaluate.py's
+`.run.json` is (evaluator.settings_record), with the same keys for the same settings (`model`,
+`model_sha256`, `backbone`, `backbone_weights`, `TH`, `schedule`) and the demo's own (`video`,
+`frames`, `start_mask`, `mask_frame`, `last_frame`). A run writes it, unfinished, before its first
+mask, and again, finished, after the overlay.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lib.atomic import atomic_write_text
+from evaluator.settings_record import differences, model_settings, read_record, weights_setting, write_record
 
 RECORD = "demo_run.json"
 MASKS = "masks"
@@ -52,7 +53,8 @@ class DemoOutput:
         return sum(self.mask_path(name).is_file() for name in frame_names)
 
     def write_record(self, settings: dict, finished: bool) -> None:
-        atomic_write_text(self.record, json.dumps({"settings": settings, "finished": finished}, indent=1) + "\n")
+        """Write demo_run.json: the run's settings and whether it finished."""
+        write_record(self.record, settings, finished=finished)
 
 
 def labels_digest(labels: np.ndarray) -> str:
@@ -62,12 +64,16 @@ def labels_digest(labels: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_identity(path: Path | None) -> str:
-    """The model file as the run record names it: path, size and modification time (retrained in place: another)."""
-    if path is None:
-        return "untrained network (random weights)"
-    stat = path.stat()
-    return f"{path.resolve()} ({stat.st_size} bytes, modified {stat.st_mtime_ns})"
+def demo_settings(video: Path, frames: int, labels: np.ndarray, start: int, stop: int, model_path: Path | None,
+                  backbone: str, backbone_weights: str, tau: float, fast: bool) -> dict:
+    """What the masks of a demo run depend on, as demo_run.json records them.
+
+    The model file is identified by its contents (hashed here: call once per command), a backbone
+    weights file by its path; frames start..stop-1 are tracked.
+    """
+    return {"video": str(video.resolve()), "frames": frames, "start_mask": labels_digest(labels),
+            "mask_frame": start, "last_frame": stop - 1, **model_settings(model_path), "backbone": backbone,
+            "backbone_weights": weights_setting(backbone_weights), "TH": tau, "schedule": "fast" if fast else "full"}
 
 
 def prepare(out: DemoOutput, settings: dict, overwrite: bool) -> bool:
@@ -82,9 +88,9 @@ def prepare(out: DemoOutput, settings: dict, overwrite: bool) -> bool:
     masks = out.masks.is_dir() and any(out.masks.iterdir())
     if not (masks or out.overlay.exists() or out.record.exists()):
         return False
-    earlier = _read_record(out.record)
+    earlier = read_record(out.record)
     if not overwrite:
-        if earlier is not None and not earlier.get("finished") and earlier.get("settings") == settings:
+        if earlier is not None and not earlier.get("finished") and earlier["settings"] == settings:
             return True
         raise OutputInUse(_in_use_message(out, earlier, settings))
     out.record.unlink(missing_ok=True)  # first: interrupted half-way, what is left is refused, never continued
@@ -94,21 +100,10 @@ def prepare(out: DemoOutput, settings: dict, overwrite: bool) -> bool:
     return False
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, or not ours: the folder's results are then of unknown settings
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _in_use_message(out: DemoOutput, earlier: dict | None, settings: dict) -> str:
     where = out.folder
     if earlier is None or earlier.get("finished"):
         return (f"{where} already holds the results of a run; pass --overwrite to replace them or --output to write "
                 f"elsewhere")
-    old = earlier.get("settings") if isinstance(earlier.get("settings"), dict) else {}
-    differ = [key for key in settings if old.get(key) != settings[key]]
-    shown = "; ".join(f"{key}: {old.get(key, 'not recorded')} there, {settings[key]} now" for key in differ[:3])
-    return (f"{where} holds an interrupted run with other settings ({shown}); rerun its own command to continue it, "
-            f"pass --overwrite to replace it, or --output to write elsewhere")
+    return (f"{where} holds an interrupted run with other settings ({differences(earlier['settings'], settings)}); "
+            f"rerun its own command to continue it, pass --overwrite to replace it, or --output to write elsewhere")

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from dataset.sequence import VideoSequence
-from lib.davis_scoring import (
+from evaluator.davis_scoring import (
     SequenceScores,
     check_results_folder,
     format_table,
@@ -19,8 +19,8 @@ from lib.davis_scoring import (
 )
 from lib.image_io import write_label_png
 from lib.prefetch import prefetch
-from lib.result_folders import forget_sequence
-from lib.run_records import SequenceRecord, save_sequence_record
+from evaluator.result_folders import forget_sequence
+from evaluator.run_records import SequenceRecord, save_sequence_record
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
@@ -37,13 +37,13 @@ def results_dir_name(dset: str, model_name: str, tau: float) -> str:
     return f"{dset}-{model_name}-TH{tau:g}"
 
 
-def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, preload: bool = False,
-                  bars: bool = True, label: str = "", stop: Callable[[], bool] | None = None) -> None:
+def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, bars: bool = True, label: str = "",
+                  stop: Callable[[], bool] | None = None) -> None:
     """Track each sequence, write its palette PNGs and its progress record.
 
-    Frames are decoded ahead by a background thread (tracker.cfg.prefetch_frames of them), or all
-    read before tracking with `preload`. Either way the tracker's fps counts frames already in
-    memory: its clock runs from receiving a frame to yielding the frame's result.
+    Frames are decoded ahead by a background thread (tracker.cfg.prefetch_frames of them), so the
+    tracker's fps counts frames already in memory: its clock runs from receiving a frame to
+    yielding the frame's result.
 
     A sequence's old record and masks are removed before it is tracked, and its partial masks when
     it fails or is interrupted, so the folder never holds a record for masks that are not all there.
@@ -55,7 +55,7 @@ def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, p
             return
         forget_sequence(out, seq.name)
         try:
-            _track_one(tracker, seq, out, preload, bars)
+            _track_one(tracker, seq, out, bars)
             st = tracker.stats
             gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in tracker.gate_log]
             save_sequence_record(
@@ -64,14 +64,10 @@ def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, p
         except BaseException:  # no record: the masks so far are removed, a rerun redoes the sequence
             shutil.rmtree(out / seq.name, ignore_errors=True)
             raise
-        finally:
-            seq.release()
         tqdm.write(f"{label}{seq.name}: {st.frames} frames, {st.fps:.2f} fps, reuse rate {st.reuse_rate:.3f}")
 
 
-def _track_one(tracker: Tracker, seq: VideoSequence, out: Path, preload: bool, bars: bool) -> None:
-    if preload:
-        seq.preload()
+def _track_one(tracker: Tracker, seq: VideoSequence, out: Path, bars: bool) -> None:
     wanted = set(seq.output_frames)
     # `with`: an error or interrupt mid-sequence clears the bar, so the message gets a line of its own
     off = {} if bars else {"disable": True}  # when on, tqdm's own default (and TQDM_DISABLE) applies
@@ -83,7 +79,7 @@ def _track_one(tracker: Tracker, seq: VideoSequence, out: Path, preload: bool, b
 
 
 def scoring_items(sequences: list[VideoSequence]) -> list[tuple[str, list[str], list[Path]]]:
-    """(name, annotated frame names, their ground-truth paths) per sequence, as lib.davis_scoring takes them."""
+    """(name, annotated frame names, their ground-truth paths) per sequence, as evaluator.davis_scoring takes them."""
     return [(s.name, [s.frame_names[i] for i in s.annotated_frames], [s.annotation_paths[i] for i in s.annotated_frames])
             for s in sequences]
 

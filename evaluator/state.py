@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lib.interrupts import command_line, drop_flag
 from lib.launcher import continue_command
-from lib.result_folders import finished_sequences, prune_after_failure
+from evaluator.result_folders import finished_sequences, prune_after_failure
 
 
 class RunState:

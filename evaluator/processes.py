@@ -1,10 +1,9 @@
-"""evaluate.py under torchrun: which process runs which sequences, and how the processes agree.
+"""evaluate.py under torchrun: joining the group, which process runs which sequences, the shared folder.
 
 `torchrun --nproc_per_node=N evaluate.py ...` starts N copies of evaluate.py that join one process
-group (trainer/distributed.py sets it up, as for training). The results are files in one output
-folder that every process can see, so the processes exchange only small Python objects: whether
-their part failed (and why), and their sequences' scores. Plain `python evaluate.py` is a group of
-one: every helper here then does its work directly.
+group (lib/distributed.py sets it up and makes the processes agree, as for training). The results
+are files in one output folder that every process can see. Plain `python evaluate.py` is a group of
+one.
 """
 from __future__ import annotations
 
@@ -12,42 +11,17 @@ import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 import torch
-import torch.distributed as dist
 
 from lib.atomic import atomic_write_text
 from lib.devices import resolve_device, usable_cores
-from trainer.distributed import DistInfo, PeerStopped, broadcast_object, setup
+from lib.distributed import DistInfo, barrier, broadcast_object, setup
 
-T = TypeVar("T")
 # A process that has finished its share waits in a collective until the others finish theirs, which
 # can take hours on a large set; a process that dies is caught by torchrun, which stops the others.
 WAIT_FOR_PEERS = timedelta(hours=48)
-
-
-class PeerFailed(PeerStopped):
-    """Another process stopped the run; the main process reports its message, this one stops quietly."""
-
-
-class ProcessFailure(RuntimeError):
-    """Another process's error, as rank 0 reports it (printed like rank 0's own)."""
-
-
-def lost_a_peer(err: BaseException) -> bool:
-    """Whether `err` is a collective of a torchrun run that failed because another process is gone.
-
-    gloo and NCCL report that as a plain RuntimeError ("Connection closed by peer", ...) raised
-    inside torch.distributed; the same error type raised anywhere else is a bug and keeps its traceback.
-    """
-    if not isinstance(err, RuntimeError) or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = Path(tb.tb_frame.f_code.co_filename).parts if tb is not None else ()
-    return any(where[k:k + 2] == ("torch", "distributed") for k in range(len(where) - 1))
 
 
 def cpu_threads(processes_here: int) -> int:
@@ -74,49 +48,6 @@ def start(requested_device: str | None) -> DistInfo:
     if info.device.type == "cpu":
         torch.set_num_threads(cpu_threads(here))
     return info
-
-
-def agree(error: BaseException | None, info: DistInfo) -> None:
-    """Every process says whether its part failed; all stop together with the first failure's message.
-
-    The failing process with the lowest rank wins. On rank 0 its error is raised (rank 0's own error
-    object, or a ProcessFailure naming the process), elsewhere PeerFailed, so exactly one process prints.
-    """
-    if not info.distributed:
-        if error is not None:
-            raise error
-        return
-    messages: list[str | None] = [None] * info.world_size
-    dist.all_gather_object(messages, None if error is None else str(error))
-    failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
-    if not failed:
-        return
-    if not info.is_main:
-        raise PeerFailed(f"process {failed[0][0]} stopped the run")
-    if error is not None:
-        raise error
-    rank, text = failed[0]
-    raise ProcessFailure(f"process {rank}: {text}")
-
-
-def on_every_process(work: Callable[[], T], info: DistInfo, errors: tuple[type[BaseException], ...]) -> T:
-    """Run `work` on every process; an error of the types `errors` on any of them stops all (see `agree`)."""
-    result, error = None, None
-    try:
-        result = work()
-    except errors as err:  # re-raised by agree() once every process knows
-        error = err
-    agree(error, info)
-    return result
-
-
-def gather(obj: T, info: DistInfo) -> list[T]:
-    """Every process's `obj`, in rank order, on every process."""
-    if not info.distributed:
-        return [obj]
-    box: list = [None] * info.world_size
-    dist.all_gather_object(box, obj)
-    return box
 
 
 def share_by_size(sizes: Sequence[int], processes: int) -> list[list[int]]:
@@ -149,7 +80,7 @@ class RunFolder:
         """Raise ValueError on a process that cannot see rank 0's marker (an output folder not shared by all machines)."""
         if self.info.is_main:
             atomic_write_text(self.marker, "evaluate.py run in progress\n")
-        dist.barrier()
+        barrier(self.info)
         if not self.marker.is_file():
             raise ValueError(f"--output {self.marker.parent}: this machine does not see the files process 0 writes "
                              f"there; with several machines the output folder must be on a file system they share")

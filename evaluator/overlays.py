@@ -19,7 +19,7 @@ from PIL import Image
 
 from lib.atomic import atomic_path, atomic_write
 from lib.image_io import DAVIS_PALETTE, read_label_png
-from lib.run_records import SequenceRecord
+from evaluator.run_records import SequenceRecord
 from models.config import OverlayConfig
 
 OVERLAY_DIR = "overlays"  # inside a results folder: <seq>.gif and <seq>.mp4

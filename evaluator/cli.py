@@ -19,15 +19,15 @@ import torch
 from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.created_folders import missing_folders
-from lib.davis_scoring import ScoringError
-from lib.eval_distributed import ProcessFailure, RunFolder, lost_a_peer, on_every_process, start
-from lib.eval_state import RunState
-from lib.eval_threshold import ThresholdRun, report_scores, run_threshold, score_folder
-from lib.evaluation import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
+from evaluator.davis_scoring import ScoringError
+from evaluator.processes import RunFolder, start
+from evaluator.state import RunState
+from evaluator.threshold import ThresholdRun, report_scores, run_threshold, score_folder
+from evaluator.runner import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
 from lib.image_io import ImageReadError
 from lib.interrupts import exit_status, interrupted_line, sigterm_as_interrupt
 from lib.launcher import is_rank_zero
-from lib.result_folders import (
+from evaluator.result_folders import (
     FolderPlan,
     FolderRefused,
     check_complete_folders,
@@ -37,7 +37,8 @@ from lib.result_folders import (
 )
 from models.backbone import BackboneWeightsError
 from models.checkpoint import CheckpointError
-from trainer.distributed import DistInfo, PeerStopped, broadcast_object, on_main, teardown
+from lib.distributed import (DistInfo, PeerStopped, ProcessFailure, broadcast_object, lost_a_peer, on_every_process,
+                             on_main, teardown)
 
 DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176, 320), "seed": 1000, "split": "val"}
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
@@ -58,7 +59,7 @@ def main_status(args: argparse.Namespace, argv: list[str] | None, paths: dict, d
             state.prune()
             print(f"error: {err}", file=sys.stderr)
         return 2
-    except PeerStopped:  # PeerFailed too: rank 0 prints the reason
+    except PeerStopped:  # rank 0 prints the reason
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as Terminated
         if speaks:
@@ -147,9 +148,7 @@ def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: D
         state.planned = True
         run = ThresholdRun(
             args.dset, scoring_set, sequences, net, backbone_weights, args.fast, args.amp, args.save_overlays,
-            {"dset": args.dset, "model": str(model_path) if model_path else "untrained", "backbone": net.cfg.backbone,
-             "backbone_weights": backbone_weights, "fast": args.fast, "amp": args.amp, "device": str(device),
-             "torch": torch.__version__}, info, REQUEST_ERRORS, run_folder)
+            {"device": str(device), "torch": torch.__version__}, info, REQUEST_ERRORS, run_folder)
         names = [s.name for s in sequences]
         sweep_rows = []
         for index, plan in enumerate(plans):
@@ -162,8 +161,9 @@ def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: D
                 f"{info.world_size} processes on {'one GPU each' if device.type == 'cuda' else 'the CPU'}"
             say(f"{args.dset}: {len(sequences)} sequences, model {model_name} ({net.cfg.backbone}), TH {plan.tau:g}, "
                 f"{where} -> {plan.folder}")
-            if plan.finished_before:
-                say(f"continuing: {plan.finished_before} of {len(sequences)} sequences already finished there")
+            kept = len(sequences) - len(plan.todo)  # finished by an earlier run
+            if kept:
+                say(f"continuing: {kept} of {len(sequences)} sequences already finished there")
             sweep_rows.append((plan.tau, run_threshold(run, plan)))
         state.at(plans[-1].folder, names, len(plans), len(plans))
         if len(taus) > 1 and info.is_main:
@@ -293,7 +293,7 @@ def _write_sweep(folder: Path, rows: list[tuple[float, dict]]) -> None:
     atomic_write_text(csv_path, buf.getvalue())
     print(f"sweep: {csv_path}")
     try:
-        from lib.plots import plot_sweep
+        from evaluator.sweep_plot import plot_sweep
     except ImportError:
         print("sweep plot skipped: matplotlib is not installed (pip install -e .[plot])")
         return

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lib.atomic import atomic_write_text
 from lib.image_io import read_label_png
-from lib.metrics import boundary_measure_frames, region_similarity, statistics
+from evaluator.metrics import boundary_measure_frames, region_similarity, statistics
 
 VOID_LABEL = 255
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")

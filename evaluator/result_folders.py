@@ -7,16 +7,14 @@ settings is refused instead of mixing two runs' masks in one folder.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataset.sequence import VideoSequence
-from lib.atomic import atomic_write_text
+from evaluator.run_records import PROGRESS_DIR, record_path
+from evaluator.settings_record import differences, model_settings, read_record, weights_setting, write_record
 from lib.created_folders import remove_empty_folders
-from lib.run_records import PROGRESS_DIR, record_path
 
 RUN_RECORD = ".run.json"
 SHARED_RESULTS = ("summary.json", "gate_log.csv")  # rewritten from the sequence records at the end of a run
@@ -26,41 +24,22 @@ class FolderRefused(ValueError):
     """An output folder that this command must not write into; the message says what to do."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_settings(dset: str, model_path: Path | None, backbone: str, backbone_weights: str, fast: bool,
                  amp: bool) -> dict:
     """What a folder's masks depend on, but for the threshold ("TH"): the same for every folder of a sweep.
 
     The model is identified by its contents (hashed once per command), a weights file by its path.
     """
-    weights = backbone_weights
-    if weights not in ("imagenet", "none"):
-        weights = str(Path(weights).resolve())
-    return {"dset": dset, "model": str(model_path.resolve()) if model_path else "untrained",
-            "model_sha256": file_sha256(model_path) if model_path else None, "backbone": backbone,
-            "backbone_weights": weights, "schedule": "fast" if fast else "full", "amp": amp}
+    return {"dset": dset, **model_settings(model_path), "backbone": backbone,
+            "backbone_weights": weights_setting(backbone_weights), "schedule": "fast" if fast else "full", "amp": amp}
 
 
 def read_run_record(folder: Path) -> dict | None:
-    path = folder / RUN_RECORD
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("settings"), dict) else None
+    return read_record(folder / RUN_RECORD)
 
 
 def write_run_record(folder: Path, settings: dict, thresholds: list[float]) -> None:
-    atomic_write_text(folder / RUN_RECORD, json.dumps({"settings": settings, "thresholds": thresholds}, indent=1))
+    write_record(folder / RUN_RECORD, settings, thresholds=thresholds)
 
 
 def finished_sequences(folder: Path, names: list[str]) -> list[str]:
@@ -78,7 +57,6 @@ class FolderPlan:
     wipe: bool = False  # --overwrite: empty the folder first
     complete: bool = False  # every sequence finished and the results written: nothing to do
     recorded_thresholds: list[float] | None = None
-    finished_before: int = 0  # sequences kept from an earlier run
     fresh: bool = False  # the folder is new, empty or wiped: a failed run may remove it again
 
 
@@ -106,9 +84,9 @@ def plan_folder(folder: Path, tau: float, settings: dict, sequences: list[VideoS
                                 f"before it); restart from {missing[0]} instead")
         if record is not None and record["settings"] != settings:
             raise FolderRefused(f"--restart {restart}: {folder} holds results made with other settings "
-                                f"({_differences(record['settings'], settings)}); drop --restart and pass --overwrite "
+                                f"({differences(record['settings'], settings)}); drop --restart and pass --overwrite "
                                 f"to replace them, or choose another --output")
-        plan.todo, plan.finished_before = names[first:], first
+        plan.todo = names[first:]
         return plan
     if not folder.is_dir() or not any(folder.iterdir()):
         plan.todo, plan.fresh = names, True
@@ -121,11 +99,10 @@ def plan_folder(folder: Path, tau: float, settings: dict, sequences: list[VideoS
                             f"resume from a sequence.")
     if record["settings"] != settings:
         raise FolderRefused(f"{folder} holds results made with other settings "
-                            f"({_differences(record['settings'], settings)}); pass --overwrite to replace them, "
+                            f"({differences(record['settings'], settings)}); pass --overwrite to replace them, "
                             f"or choose another --output")
     done = set(finished_sequences(folder, names))
     plan.todo = [n for n in names if n not in done]
-    plan.finished_before = len(done)
     plan.fresh = not done and all(p.name in (RUN_RECORD, PROGRESS_DIR) for p in folder.iterdir())
     plan.complete = not plan.todo and (folder / "summary.json").is_file()
     plan.recorded_thresholds = record.get("thresholds")
@@ -176,11 +153,3 @@ def prune_after_failure(made: list[Path], created: list[Path]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     remove_empty_folders(created)
 
-
-def _differences(recorded: dict, now: dict) -> str:
-    """'TH 0.7 there, 0.5 now, ...' for the settings that differ (a changed model file under the same name too)."""
-    keys = [k for k in now if recorded.get(k) != now.get(k)]
-    parts = [f"{k} {recorded.get(k)} there, {now[k]} now" for k in keys if k != "model_sha256"]
-    if "model_sha256" in keys and "model" not in keys:
-        parts.append(f"model {now['model']} has changed since")
-    return ", ".join(parts)

@@ -84,8 +84,9 @@ def write_gate_log(path: Path, records: list[SequenceRecord], frame_names: dict[
 def write_summary(path: Path, records: list[SequenceRecord], scores: dict | None, settings: dict,
                   run: dict | None = None) -> dict:
     """summary.json: the totals over all sequences (fps = all frames / the sum of the sequences' tracking
-    times, whichever process tracked them), `run` (e.g. wall time, number of processes), the scores,
-    per-sequence figures and the settings. Returns what it wrote."""
+    times, whichever process tracked them), `run` (e.g. device, wall time, number of processes), the
+    scores, per-sequence figures and the settings (those of the folder's .run.json, under the same
+    names). Returns what it wrote."""
     summary = {
         **totals(records),
         **(run or {}),

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset.sequence import VideoSequence
-from lib.davis_scoring import SequenceScores
-from lib.eval_distributed import RunFolder, agree, gather, on_every_process, share_by_size
-from lib.evaluation import (
+from evaluator.davis_scoring import SequenceScores
+from evaluator.processes import RunFolder, share_by_size
+from evaluator.runner import (
     SUBMISSION_SETS,
     build_tracker,
     check_scorable,
@@ -24,10 +24,10 @@ from lib.evaluation import (
     score_sequences,
     write_scores,
 )
-from lib.result_folders import FolderPlan
-from lib.run_records import load_sequence_record, write_gate_log, write_submission_zip, write_summary
+from evaluator.result_folders import FolderPlan
+from evaluator.run_records import load_sequence_record, write_gate_log, write_submission_zip, write_summary
 from models.gfrtm import GFRTM
-from trainer.distributed import DistInfo, on_main
+from lib.distributed import DistInfo, agree, gather, on_every_process, on_main
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ThresholdRun:
     fast: bool
     amp: bool
     save_overlays: bool
-    settings: dict  # summary.json's "settings" (the threshold is added)
+    environment: dict  # where it runs (device, torch version): summary.json's top level, beside the settings
     info: DistInfo
     errors: tuple[type[BaseException], ...]  # the user errors that stop all processes with a message
     run_folder: RunFolder | None = None  # several processes: their stop signal
@@ -96,7 +96,7 @@ def report_scores(dset: str, scores: list[SequenceScores], csv_dir: Path) -> dic
 
 
 def _save_overlays(run: ThresholdRun, out: Path) -> None:
-    from lib.overlays import save_sequence_overlays
+    from evaluator.overlays import save_sequence_overlays
 
     share = share_by_size([len(s) for s in run.sequences], run.info.world_size)[run.info.rank]
     for seq in (run.sequences[i] for i in share):
@@ -108,8 +108,8 @@ def _write_results(run: ThresholdRun, plan: FolderPlan, scores: list[SequenceSco
     records = [load_sequence_record(out, s.name) for s in sequences]
     global_scores = None if scores is None else report_scores(run.dset, scores, out)
     write_gate_log(out / "gate_log.csv", records, {s.name: s.frame_names for s in sequences})
-    summary = write_summary(out / "summary.json", records, global_scores, {**run.settings, "tau": plan.tau},
-                            {"wall_seconds": wall, "processes": run.info.world_size})
+    summary = write_summary(out / "summary.json", records, global_scores, plan.settings,
+                            {**run.environment, "wall_seconds": wall, "processes": run.info.world_size})
     if run.scoring_set in SUBMISSION_SETS:
         zip_path = out.parent / f"{out.name}.zip"  # not with_suffix: "TH0.7" has a dot
         write_submission_zip(zip_path, out, [s.name for s in sequences])

@@ -1,7 +1,7 @@
 """float32 against CPU bfloat16 autocast: the logic behind `benchmark.py --compare-bf16`.
 
 Times the full path (every frame full) and the reuse path (every frame reused) of one object, by
-stage, in float32 and under bfloat16 autocast (lib.benchmarking.CpuBf16Tracker), the four
+stage, in float32 and under bfloat16 autocast (evaluator.speed.benchmark.CpuBf16Tracker), the four
 configurations interleaved in rounds; each speed-up is the median over rounds of a ratio taken
 within a round. It also reports what the CPU offers for bfloat16: without avx512_bf16 or AMX,
 oneDNN emulates bfloat16 arithmetic and autocast is expected to be slower, not faster.
@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from lib.benchmarking import BenchmarkOptions, Config, RunResult, _median, _settings, prepare
+from evaluator.speed.benchmark import BenchmarkOptions, Config, RunResult, _median, _settings, prepare
 from models.tracker import STAGES
 
 # `--amp` would be worth using bfloat16 on the CPU from this speed-up per frame on (float32 / bfloat16).
