@@ -1,6 +1,8 @@
 """demo.py on the user's own video: a video file or a folder of frames, the start mask, the outputs and the errors."""
 from __future__ import annotations
 
+import json
+import os
 import re
 
 import cv2
@@ -9,8 +11,11 @@ import pytest
 from PIL import Image
 
 import demo
-from lib.image_io import DAVIS_PALETTE, read_label_png
+from evaluator.demo.run import Saved
+from evaluator.demo.run_record import DemoOutput, OutputInUse, prepare
 from evaluator.demo.video_input import VideoInputError, open_video, read_start_mask
+from evaluator.settings_record import file_sha256, read_record, write_record
+from lib.image_io import DAVIS_PALETTE, read_label_png
 
 H, W, T = 64, 112, 6
 
@@ -223,8 +228,6 @@ def test_palette_indices_and_several_grey_values_stay_object_ids(tmp_path):
 
 
 def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_settings(tmp_path):
-    from evaluator.demo.run_record import DemoOutput, OutputInUse, prepare
-
     out = DemoOutput(tmp_path / "out")
     settings = {"video": "clip.mp4", "TH": 0.7}
     assert prepare(out, settings, overwrite=False) is False  # nothing there: a fresh start
@@ -233,7 +236,7 @@ def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_set
     (out.masks / "00000.png").write_bytes(b"a mask")
     assert prepare(out, settings, overwrite=False) is True  # interrupted, same settings: continued, files kept
     assert (out.masks / "00000.png").is_file()
-    with pytest.raises(OutputInUse, match=r"interrupted run with other settings \(TH: 0.7 there, 0.5 now\)"):
+    with pytest.raises(OutputInUse, match=r"interrupted run with other settings \(TH 0.7 there, 0.5 now\)"):
         prepare(out, {**settings, "TH": 0.5}, overwrite=False)
     out.write_record(settings, finished=True)
     with pytest.raises(OutputInUse, match="already holds the results of a run; pass --overwrite"):
@@ -246,12 +249,72 @@ def test_an_output_folder_is_continued_only_by_an_unfinished_run_of_the_same_set
         prepare(out, settings, overwrite=False)
 
 
-def test_the_interrupt_line_names_the_masks_folder_only_once_a_mask_is_there(tmp_path):
-    from evaluator.demo.run_record import DemoOutput
+def test_a_record_of_the_previous_version_counts_as_other_settings(tmp_path):
+    out = DemoOutput(tmp_path / "out")
+    old = {"video": "clip.mp4", "start mask": "0123456789abcdef", "mask frame": 0, "last frame": 5,
+           "model": "/w/m.pth (123 bytes, modified 1700000000000000000)", "backbone weights": "none", "TH": 0.7}
+    out.write_record(old, finished=False)
+    now = {"video": "clip.mp4", "start_mask": "0123456789abcdef", "mask_frame": 0, "last_frame": 5, "TH": 0.7}
+    with pytest.raises(OutputInUse, match=r"other settings \(start_mask not recorded there, .*--overwrite"):
+        prepare(out, now, overwrite=False)
 
-    saved = demo.Saved(DemoOutput(tmp_path / "out"), [f"{k:05d}" for k in range(30)], recorded=True)
+
+def _interrupted_after_the_last_mask(out) -> None:
+    """Make a finished run's record say unfinished, as a run stopped between its last mask and its overlay leaves it."""
+    record = read_record(out / "demo_run.json")
+    write_record(out / "demo_run.json", record["settings"], finished=False)
+
+
+def test_the_record_names_settings_as_evaluate_does_and_knows_a_model_by_its_contents(video_file, tmp_path, capsys):
+    from models.checkpoint import save_gfrtm
+    from models.config import NetworkConfig
+    from models.gfrtm import GFRTM
+
+    torch = pytest.importorskip("torch")
+    _save_mask(tmp_path / "first.png", _frame(0)[1])
+    model, out = tmp_path / "model.pth", tmp_path / "out"
+    net = GFRTM(NetworkConfig())
+    save_gfrtm(model, net, backbone_weights="none")
+    argv = ["--video", str(video_file), "--mask", str(tmp_path / "first.png"), "--output", str(out),
+            "--model", str(model), "--max-frames", "2", "--dev", "cpu"]
+    assert demo.main(argv) == 0
+    record = json.loads((out / "demo_run.json").read_text())
+    assert record["finished"] is True and set(record) == {"settings", "finished"}
+    settings = record["settings"]
+    assert sorted(settings) == sorted(["video", "frames", "start_mask", "mask_frame", "last_frame", "model",
+                                       "model_sha256", "backbone", "backbone_weights", "TH", "schedule"])
+    assert settings["model"] == str(model.resolve()) and settings["model_sha256"] == file_sha256(model)
+    assert (settings["backbone"], settings["backbone_weights"], settings["TH"], settings["schedule"]) == \
+        ("resnet18", "none", 0.7, "fast")
+    assert (settings["video"], settings["frames"], settings["mask_frame"], settings["last_frame"]) == \
+        (str(video_file.resolve()), T, 0, 1)
+
+    # stopped after its last mask: another threshold is refused, named by its flag
+    _interrupted_after_the_last_mask(out)
+    capsys.readouterr()
+    assert demo.main([*argv, "--TH", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "interrupted run with other settings (TH 0.7 there, 0.5 now)" in err and "--overwrite" in err
+
+    # the model retrained in place, with the same size and modification time: another model all the same
+    before = model.stat()
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    save_gfrtm(model, net, backbone_weights="none")
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (model.stat().st_size, model.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert file_sha256(model) != settings["model_sha256"]
+    assert demo.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"other settings (model {model.resolve()} has changed since)" in err and "--overwrite" in err
+    assert demo.main([*argv, "--overwrite"]) == 0
+    assert read_record(out / "demo_run.json")["settings"]["model_sha256"] == file_sha256(model)
+
+
+def test_the_interrupt_line_names_the_masks_folder_only_once_a_mask_is_there(tmp_path):
+    saved = Saved(DemoOutput(tmp_path / "out"), [f"{k:05d}" for k in range(30)], recorded=True)
     assert saved.text() == "no mask is saved yet (0 of 30)"  # the masks folder does not exist yet
-    assert demo.Saved().text() == "nothing is saved yet"
+    assert Saved().text() == "nothing is saved yet"
     saved.out.masks.mkdir(parents=True)
     (saved.out.masks / "00000.png").write_bytes(b"a mask")
     assert saved.text() == (f"1 of 30 masks are saved in {tmp_path / 'out' / 'masks'} "
