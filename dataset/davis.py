@@ -5,6 +5,8 @@
 Original 2016 release: the same folders with 0/255 greyscale masks and ImageSets/480p/<split>.txt,
 one "/JPEGImages/480p/<seq>/<frame>.jpg /Annotations/480p/<seq>/<frame>.png" line per frame.
 Every DAVIS object starts in frame 0; DAVIS 2016 merges all objects of a sequence into object 1.
+DAVIS 2017 test-dev (dv2017testdev) has the same layout with ImageSets/2017/test-dev.txt and only
+the first frame of each sequence annotated: every frame is written, nothing is scored.
 """
 from __future__ import annotations
 
@@ -66,6 +68,17 @@ def load_davis(root: str | Path, year: str, split: str = "val",
     return sequences
 
 
+def load_davis_testdev(root: str | Path, only: list[str] | None = None) -> list[VideoSequence]:
+    """DAVIS 2017 test-dev (ImageSets/2017/test-dev.txt): first-frame masks only, validated up front."""
+    root = Path(root)
+    check_davis_root(root)
+    split_path = davis_split_path(root, "2017", "test-dev")
+    if not split_path.is_file():
+        raise DatasetError(f"{split_path}: DAVIS test-dev list not found; dv2017testdev needs the DAVIS 2017 "
+                           f"test-dev download (ImageSets, JPEGImages/480p, Annotations/480p) in --davis-root")
+    return load_davis(root, "2017", "test-dev", only)
+
+
 def _folder_sequence(root: Path, name: str, merge: bool, listed_in: Path) -> VideoSequence:
     image_dir = root / "JPEGImages" / RESOLUTION / name
     if not image_dir.is_dir():
@@ -77,7 +90,7 @@ def _folder_sequence(root: Path, name: str, merge: bool, listed_in: Path) -> Vid
     by_stem = {p.stem: p for p in list_frame_files(annotation_dir, (".png",))} if annotation_dir.is_dir() else {}
     annotations = [by_stem.get(p.stem) for p in images]
     expected_first = annotation_dir / f"{images[0].stem}.png"
-    return _davis_sequence(name, images, annotations, merge, expected_first)
+    return davis_sequence(name, images, annotations, merge, expected_first)
 
 
 def _original_2016_sequences(list_path: Path, root: Path, only: list[str] | None) -> list[VideoSequence]:
@@ -102,13 +115,16 @@ def _original_2016_sequences(list_path: Path, root: Path, only: list[str] | None
             raise DatasetError(f"{missing[0]}: frame listed in {list_path} not found ({len(missing)} missing in {name})")
         annotations = [a if a is not None and a.is_file() else None for _, a in frames[name]]
         expected_first = frames[name][0][1] or root / "Annotations" / RESOLUTION / name / f"{images[0].stem}.png"
-        sequences.append(_davis_sequence(name, images, annotations, True, expected_first))
+        sequences.append(davis_sequence(name, images, annotations, True, expected_first))
     return sequences
 
 
-def _davis_sequence(name: str, images: list[Path], annotations: list[Path | None], merge: bool,
-                    expected_first: Path) -> VideoSequence:
-    """A DAVIS sequence; its objects are those of the first annotation, all starting at frame 0."""
+def davis_sequence(name: str, images: list[Path], annotations: list[Path | None], merge: bool,
+                   expected_first: Path) -> VideoSequence:
+    """A DAVIS sequence; its objects are those of the first annotation, all starting at frame 0.
+
+    `annotations[i]` is frame i's annotation or None; `expected_first` is named when the first is missing.
+    """
     if annotations[0] is None:
         raise DatasetError(f"{expected_first}: sequence {name!r} has no annotation for its first frame "
                            f"{images[0].stem}; DAVIS needs the first frame annotated")

@@ -1,14 +1,73 @@
-"""`load_eval_sequences`: the evaluation sets by name (docs/method.md, "Datasets")."""
+"""The evaluation sets by name: `load_eval_sequences` reads one, `eval_set_info` says how to treat it.
+
+See docs/method.md, "Datasets", for the layouts.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.davis import load_davis
+from dataset.davis import load_davis, load_davis_testdev
 from dataset.errors import DatasetError
+from dataset.folder import folder_is_fully_annotated, load_folder
+from dataset.lvos import load_lvos
+from dataset.mose import load_mose
 from dataset.sequence import VideoSequence
-from dataset.ytvos import load_ytvos
+from dataset.ytvos import VALID_SETS, load_ytvos
 
-EVAL_SETS: tuple[str, ...] = ("dv2016val", "dv2017val", "yt2018jjval", "yt2018val", "yt2018valAll")
+EVAL_SETS: tuple[str, ...] = ("dv2016val", "dv2017val", "dv2017testdev", "yt2018jjval", "yt2018val", "yt2018valAll",
+                              "yt2019val", "yt2019valAll", "mose", "lvos", "folder")
+
+
+@dataclass(frozen=True)
+class EvalSetInfo:
+    """How the evaluator treats an evaluation set.
+
+    name: the set (one of EVAL_SETS).
+    root_flag: the evaluate.py flag that sets its root ('--davis-root', '--ytvos-root', '--yt2019-root',
+        '--mose-root', '--lvos-root' or '--root').
+    scoring: 'davis' (the DAVIS rules: the objects of the first frame, every annotated frame scored),
+        'late-objects' (the objects of the annotations, which may start after frame 0; the annotated
+        frames are scored) or None (no ground truth: nothing is scored).
+    submission: None, 'ytvos' (a zip of Annotations/<video>/<frame>.png for the written frames) or
+        'davis' (a zip of <sequence>/<frame>.png at the zip's root, as the DAVIS server takes it).
+    """
+
+    name: str
+    root_flag: str
+    scoring: str | None
+    submission: str | None
+
+
+_INFO: dict[str, tuple[str, str | None, str | None]] = {
+    "dv2016val": ("--davis-root", "davis", None),
+    "dv2017val": ("--davis-root", "davis", None),
+    "dv2017testdev": ("--davis-root", None, "davis"),
+    "yt2018jjval": ("--ytvos-root", "late-objects", None),
+    "yt2018val": ("--ytvos-root", None, "ytvos"),
+    "yt2018valAll": ("--ytvos-root", None, "ytvos"),
+    "yt2019val": ("--yt2019-root", None, "ytvos"),
+    "yt2019valAll": ("--yt2019-root", None, "ytvos"),
+    "mose": ("--mose-root", None, "ytvos"),
+    "lvos": ("--lvos-root", "late-objects", None),
+    "folder": ("--root", None, None),  # scoring: see eval_set_info
+}
+
+
+def eval_set_info(name: str, sequences: list[VideoSequence] | None = None) -> EvalSetInfo:
+    """How set `name` is treated: its root flag, its scoring and its submission format.
+
+    Only 'folder' depends on the tree: its scoring is 'davis' when every frame of every loaded
+    sequence is annotated (`folder_is_fully_annotated`), else None. Pass the sequences
+    `load_eval_sequences` returned to get it; without them the scoring of 'folder' is None (not yet
+    known). Every other field, and every other set, is fixed by the name alone.
+    """
+    if name not in _INFO:
+        raise DatasetError(f"unknown evaluation set {name!r}; choose one of {', '.join(EVAL_SETS)}")
+    root_flag, scoring, submission = _INFO[name]
+    if name == "folder" and sequences is not None and folder_is_fully_annotated(sequences):
+        scoring = "davis"
+    return EvalSetInfo(name, root_flag, scoring, submission)
 
 
 def load_eval_sequences(dset: str, root: str | Path, split_file: str | Path | None = None,
@@ -17,11 +76,14 @@ def load_eval_sequences(dset: str, root: str | Path, split_file: str | Path | No
 
     Args:
         dset: one of EVAL_SETS.
-        root: the DAVIS root (dv*) or the YouTube-VOS root holding train/, train_all_frames/,
-            valid/ and valid_all_frames/ (yt*).
+        root: the set's root, the folder its `eval_set_info(dset).root_flag` names: the DAVIS root
+            (dv*), the YouTube-VOS 2018 root holding train/, train_all_frames/, valid/ and
+            valid_all_frames/ (yt2018*), the YouTube-VOS 2019 root holding valid/ and
+            valid_all_frames/ (yt2019*), the MOSE or LVOS root holding valid/ (mose, lvos), or a
+            folder holding JPEGImages/ and Annotations/ (folder).
         split_file: sequence list; for yt2018jjval it defaults to the published list shipped in
-            dataset/splits/ytvos_jjvalid.txt, for yt2018val* it is an optional restriction.
-            Not used by the DAVIS sets (their lists live in ImageSets/).
+            dataset/splits/ytvos_jjvalid.txt, for yt2018val*/yt2019val* it is an optional restriction.
+            Not used by the other sets (DAVIS reads ImageSets/, the others take every video under the root).
         sequences: run only these sequences (unknown names are an error).
     Raises:
         DatasetError naming the file, the problem and what to do; raised before any frame is tracked.
@@ -31,5 +93,13 @@ def load_eval_sequences(dset: str, root: str | Path, split_file: str | Path | No
     if dset.startswith("dv"):
         if split_file is not None:
             raise DatasetError(f"--split-file is for the YouTube-VOS sets; {dset} reads its list from ImageSets/")
+        if dset == "dv2017testdev":
+            return load_davis_testdev(root, only=sequences)
         return load_davis(root, "2016" if dset == "dv2016val" else "2017", "val", only=sequences)
-    return load_ytvos(root, dset, split_file, only=sequences)
+    if dset == "yt2018jjval" or dset in VALID_SETS:
+        return load_ytvos(root, dset, split_file, only=sequences)
+    if split_file is not None:
+        raise DatasetError(f"--split-file is for the YouTube-VOS sets; {dset} takes every video under its root "
+                           f"({eval_set_info(dset).root_flag}): choose some with --sequences")
+    loaders = {"mose": load_mose, "lvos": load_lvos, "folder": load_folder}
+    return loaders[dset](root, only=sequences)

@@ -53,6 +53,40 @@ def object_ids_in(labels: np.ndarray) -> list[int]:
     return [int(v) for v in np.unique(labels) if v not in (0, VOID_LABEL)]
 
 
+def sub_folders(folder: Path) -> list[str]:
+    """Names of the sub-folders of `folder` (hidden ones ignored), in name order."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def pngs_by_stem(folder: Path) -> dict[str, Path]:
+    """The PNG files of `folder` by file stem ({} when the folder does not exist)."""
+    return {p.stem: p for p in list_frame_files(folder, (".png",))} if folder.is_dir() else {}
+
+
+def frame_folder(folder: Path, name: str, listed_in: str, kind: str = "video") -> list[Path]:
+    """The frames of `folder`, in order, after reading every header (`check_frames_readable`).
+
+    `name` is the video's name, `listed_in` where it was found (named in the message when the folder
+    is missing) and `kind` what the data set calls a video ('video' or 'sequence').
+    """
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: frame folder of {kind} {name!r} (listed in {listed_in}) not found")
+    images = list_frame_files(folder, IMAGE_SUFFIXES)
+    if not images:
+        raise DatasetError(f"{folder}: no frames (.jpg/.png) for {kind} {name!r}")
+    check_frames_readable(name, images)
+    return images
+
+
+def scan_first_appearance(annotations: dict[int, Path]) -> dict[int, int]:
+    """Object id -> first annotated frame containing it (reads every annotation, in frame order)."""
+    starts: dict[int, int] = {}
+    for frame in sorted(annotations):
+        for oid in object_ids_in(read_label_png(annotations[frame])):
+            starts.setdefault(oid, frame)
+    return starts
+
+
 @dataclass
 class VideoSequence:
     """A video to segment: frames on disk, annotation PNGs, and when each object first appears.

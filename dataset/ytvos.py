@@ -1,11 +1,13 @@
-"""YouTube-VOS 2018 readers: yt2018jjval, yt2018val and yt2018valAll.
+"""YouTube-VOS readers: yt2018jjval, yt2018val, yt2018valAll, and yt2019val, yt2019valAll.
 
-Layout under the root: train/, train_all_frames/, valid/, valid_all_frames/, each with
-JPEGImages/<video>/<frame>.jpg and (train, valid) Annotations/<video>/<frame>.png plus meta.json
+Layout under the root (2018 and 2019 alike; a 2019 root needs only valid/ and valid_all_frames/):
+train/, train_all_frames/, valid/, valid_all_frames/, each with JPEGImages/<video>/<frame>.jpg
+and (train, valid) Annotations/<video>/<frame>.png plus meta.json
 (videos -> <video> -> objects -> <id> -> frames). The *_all_frames folders hold every frame of the
 video; train/ and valid/ every 5th. Annotations are read from the *_all_frames folder when it has
 its own, otherwise from its sparse sibling. In valid/, an object's mask is given only in the frame
-where it first appears.
+where it first appears. The 2019 valid sets follow exactly the rules of the 2018 ones; only their
+root (--yt2019-root instead of --ytvos-root) differs.
 """
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ from dataset.errors import DatasetError
 from dataset.sequence import (
     IMAGE_SUFFIXES,
     VideoSequence,
-    check_frames_readable,
+    frame_folder,
     list_frame_files,
-    object_ids_in,
+    pngs_by_stem,
     read_name_list,
+    scan_first_appearance,
     select_names,
     validate_start_annotations,
 )
-from lib.image_io import read_label_png
 
 # Published lists shipped with the repository: the 300 YouTube-VOS 2018 train/ videos held out as
 # yt2018jjval, and the train/ videos to train on without them (train.py --ytvos-split-file).
@@ -33,11 +35,23 @@ JJTRAIN_SPLIT = SPLITS / "ytvos_jjtrain.txt"
 
 Meta = dict[str, dict[int, list[str]]]  # video -> object id -> frame names
 
+# The valid sets: name -> (release year, whether every frame is tracked)
+VALID_SETS: dict[str, tuple[str, bool]] = {
+    "yt2018val": ("2018", False), "yt2018valAll": ("2018", True),
+    "yt2019val": ("2019", False), "yt2019valAll": ("2019", True),
+}
+ROOT_FLAGS: dict[str, str] = {"2018": "--ytvos-root", "2019": "--yt2019-root"}
 
-def check_ytvos_root(root: Path) -> None:
-    if not root.is_dir():
+
+def check_ytvos_root(root: Path, year: str = "2018") -> None:
+    """`root` exists; the message names the flag that sets the `year` release's root."""
+    if root.is_dir():
+        return
+    if year == "2018":
         raise DatasetError(f"{root}: YouTube-VOS root not found; point --ytvos-root at the folder holding "
                            f"train/, train_all_frames/, valid/ and valid_all_frames/")
+    raise DatasetError(f"{root}: YouTube-VOS {year} root not found; point {ROOT_FLAGS[year]} at the folder holding "
+                       f"valid/ and valid_all_frames/")
 
 
 def read_meta(path: Path) -> Meta:
@@ -55,16 +69,15 @@ def read_meta(path: Path) -> Meta:
 
 def load_ytvos(root: str | Path, dset: str, split_file: str | Path | None = None,
                only: list[str] | None = None) -> list[VideoSequence]:
-    """The sequences of `dset` ('yt2018jjval', 'yt2018val' or 'yt2018valAll'), validated up front."""
+    """The sequences of `dset` ('yt2018jjval' or one of VALID_SETS), validated up front."""
     root = Path(root)
-    check_ytvos_root(root)
     if dset == "yt2018jjval":
-        sequences = _jjval_sequences(root, split_file, only)
-    elif dset in ("yt2018val", "yt2018valAll"):
-        sequences = _valid_sequences(root, dset == "yt2018valAll", split_file, only)
-    else:
-        raise ValueError(f"not a YouTube-VOS evaluation set: {dset!r}")
-    return sequences
+        check_ytvos_root(root)
+        return _jjval_sequences(root, split_file, only)
+    if dset in VALID_SETS:
+        check_ytvos_root(root, VALID_SETS[dset][0])
+        return _valid_sequences(root, dset, split_file, only)
+    raise ValueError(f"not a YouTube-VOS evaluation set: {dset!r}")
 
 
 def _folder(root: Path, sub: str, what: str) -> Path:
@@ -74,21 +87,9 @@ def _folder(root: Path, sub: str, what: str) -> Path:
     return path
 
 
-def _frames(image_root: Path, video: str, listed_in: str) -> list[Path]:
-    folder = image_root / video
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: frame folder of video {video!r} (listed in {listed_in}) not found")
-    images = list_frame_files(folder, IMAGE_SUFFIXES)
-    if not images:
-        raise DatasetError(f"{folder}: no frames (.jpg/.png) for video {video!r}")
-    check_frames_readable(video, images)
-    return images
-
-
 def _annotation_files(own: Path, fallback: Path, video: str) -> dict[str, Path]:
     """Annotation PNGs of `video` by frame name: from `own`/<video> if it exists, else `fallback`/<video>."""
-    folder = own / video if (own / video).is_dir() else fallback / video
-    return {p.stem: p for p in list_frame_files(folder, (".png",))} if folder.is_dir() else {}
+    return pngs_by_stem(own / video if (own / video).is_dir() else fallback / video)
 
 
 def _jjval_sequences(root: Path, split_file, only) -> list[VideoSequence]:
@@ -104,7 +105,7 @@ def _jjval_sequences(root: Path, split_file, only) -> list[VideoSequence]:
     meta = read_meta(meta_path) if meta_path else None
     sequences = []
     for video in names:
-        images = _frames(image_root, video, str(split_path))
+        images = frame_folder(image_root / video, video, str(split_path))
         by_stem = _annotation_files(root / "train_all_frames" / "Annotations", root / "train" / "Annotations", video)
         annotations = {i: by_stem[p.stem] for i, p in enumerate(images) if p.stem in by_stem}
         if not annotations:
@@ -113,7 +114,7 @@ def _jjval_sequences(root: Path, split_file, only) -> list[VideoSequence]:
         if meta is not None and video in meta:
             starts = _first_annotated(video, meta[video], images, annotations, meta_path)
         else:
-            starts = _scan_first_appearance(annotations)
+            starts = scan_first_appearance(annotations)
         if not starts:
             raise DatasetError(f"{video}: its annotations contain no object")
         seq = VideoSequence(video, [p.stem for p in images], images, annotations, sorted(starts), starts,
@@ -137,17 +138,12 @@ def _first_annotated(video: str, objects: dict[int, list[str]], images: list[Pat
     return starts
 
 
-def _scan_first_appearance(annotations: dict[int, Path]) -> dict[int, int]:
-    """Object id -> first annotated frame containing it (reads the annotations; used without meta.json)."""
-    starts: dict[int, int] = {}
-    for frame in sorted(annotations):
-        for oid in object_ids_in(read_label_png(annotations[frame])):
-            starts.setdefault(oid, frame)
-    return starts
-
-
-def _valid_sequences(root: Path, all_frames: bool, split_file, only) -> list[VideoSequence]:
-    valid = _folder(root, "valid", "yt2018val and yt2018valAll need valid/ (JPEGImages, Annotations, meta.json)")
+def _valid_sequences(root: Path, dset: str, split_file, only) -> list[VideoSequence]:
+    year, all_frames = VALID_SETS[dset]
+    base, flag = dset.removesuffix("All"), ROOT_FLAGS[year]
+    root_name = "YouTube-VOS root" if year == "2018" else f"YouTube-VOS {year} root"
+    valid = _folder(root, "valid", f"{base} and {base}All need valid/ (JPEGImages, Annotations, meta.json) "
+                                   f"under {flag}")
     meta_path = valid / "meta.json"
     if not meta_path.is_file() and all_frames and (root / "valid_all_frames" / "meta.json").is_file():
         meta_path = root / "valid_all_frames" / "meta.json"
@@ -161,12 +157,12 @@ def _valid_sequences(root: Path, all_frames: bool, split_file, only) -> list[Vid
         chosen = set(listed)
         available = [v for v in available if v in chosen]
     names = select_names(available, only, str(meta_path))
-    image_root = (_folder(root, "valid_all_frames/JPEGImages", "yt2018valAll reads valid_all_frames (download "
-                                                                "valid_all_frames.zip into the YouTube-VOS root)")
-                  if all_frames else _folder(root, "valid/JPEGImages", "yt2018val reads valid/JPEGImages"))
+    image_root = (_folder(root, "valid_all_frames/JPEGImages", f"{dset} reads valid_all_frames (download "
+                                                                f"valid_all_frames.zip into the {root_name}, {flag})")
+                  if all_frames else _folder(root, "valid/JPEGImages", f"{dset} reads valid/JPEGImages"))
     sequences = []
     for video in names:
-        images = _frames(image_root, video, str(meta_path))
+        images = frame_folder(image_root / video, video, str(meta_path))
         index = {p.stem: i for i, p in enumerate(images)}
         own = root / "valid_all_frames" / "Annotations" if all_frames else valid / "Annotations"
         by_stem = _annotation_files(own, valid / "Annotations", video)
@@ -184,7 +180,7 @@ def _valid_sequences(root: Path, all_frames: bool, split_file, only) -> list[Vid
             annotations[index[first]] = by_stem[first]
         if not starts:
             raise DatasetError(f"{meta_path}: video {video} lists no objects")
-        output = _submission_frames(valid, video, images) if all_frames else list(range(len(images)))
+        output = _submission_frames(valid, video, images, dset) if all_frames else list(range(len(images)))
         seq = VideoSequence(video, [p.stem for p in images], images, annotations, sorted(starts), starts,
                             output_frames=output)
         validate_start_annotations(seq, set(meta[video]), str(meta_path))
@@ -192,11 +188,11 @@ def _valid_sequences(root: Path, all_frames: bool, split_file, only) -> list[Vid
     return sequences
 
 
-def _submission_frames(valid: Path, video: str, images: list[Path]) -> list[int]:
+def _submission_frames(valid: Path, video: str, images: list[Path], dset: str) -> list[int]:
     """Indices of the frames of valid/JPEGImages/<video>: the ones a submission needs."""
     folder = valid / "JPEGImages" / video
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: not found; yt2018valAll writes masks for the frames of valid/JPEGImages")
+        raise DatasetError(f"{folder}: not found; {dset} writes masks for the frames of valid/JPEGImages")
     wanted = {p.stem for p in list_frame_files(folder, IMAGE_SUFFIXES)}
     output = [i for i, p in enumerate(images) if p.stem in wanted]
     if len(output) != len(wanted):
