@@ -13,18 +13,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from dataset.eval_sets import EVAL_SETS as DATASET_SETS
 from lib.arg_types import reuse_threshold_arg
 
 paths = {
     "models": "weights",  # published G-FRTM checkpoints (rn18_all.pth, rn101_all.pth, rn18_ytvos.pth)
-    "davis": "/data/DAVIS",  # DAVIS 2017 trainval (or the DAVIS 2016 release for dv2016val)
+    "davis": "/data/DAVIS",  # DAVIS 2017 trainval (+ test-dev), or the DAVIS 2016 release for dv2016val
     "yt2018": "/data/YouTubeVOS2018",  # holds train/, train_all_frames/, valid/, valid_all_frames/
+    "yt2019": "/data/YouTubeVOS2019",  # holds valid/, valid_all_frames/
+    "mose": "/data/MOSE",  # holds valid/
+    "lvos": "/data/LVOS",  # holds valid/
     "output": "results",
 }
 
-EVAL_SETS = ("dv2016val", "dv2017val", "yt2018jjval", "yt2018val", "yt2018valAll", "demo")
+EVAL_SETS = (*DATASET_SETS, "demo")
 DEMO_MODEL = Path(__file__).resolve().parent / "weights" / "demo_synthetic_rn18.pth"
-# The model used when --model is not given, per backbone and dataset family.
+# The model used when --model is not given, per backbone and dataset family: the YouTube-VOS sets take
+# the model trained on YouTube-VOS only, every other set the one trained on DAVIS + YouTube-VOS.
 DEFAULT_MODELS = {
     ("resnet18", "davis"): "rn18_all.pth",
     ("resnet101", "davis"): "rn101_all.pth",
@@ -39,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="checkpoint file, or a file name inside paths['models'] (default: by --ftext and --dset)")
     p.add_argument("--ftext", choices=("resnet18", "resnet101"), help="backbone; must agree with the checkpoint")
     p.add_argument("--dev", default=None, help="device, e.g. cuda:0 or cpu (default: cuda:0 when CUDA exists)")
-    p.add_argument("--TH", "--tau", dest="tau", type=reuse_threshold_arg, nargs="+", default=[0.7],
+    p.add_argument("--TH", "--tau", dest="tau", metavar="TH", type=reuse_threshold_arg, nargs="+", default=[0.7],
                    help="reuse threshold(s): an object reuses iff p_reuse > TH; several values run a sweep")
     p.add_argument("--fast", dest="fast", action="store_true", default=True,
                    help="target-model optimiser schedule init (5,10,10,10), update (5,): the default, as in every "
@@ -55,11 +60,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "(the same command without it continues an interrupted run)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results already in the output folder (also those made with other settings)")
-    p.add_argument("--split-file", help="sequence list for yt2018jjval (default: dataset/splits/ytvos_jjvalid.txt)")
+    p.add_argument("--split-file", help="sequence list for yt2018jjval (default: dataset/splits/ytvos_jjvalid.txt); "
+                                        "for yt2018val*/yt2019val*: only the videos listed")
     p.add_argument("--eval-only", metavar="RESULTS_DIR",
                    help="only score an existing results folder (only read when --output names where the CSVs go)")
     p.add_argument("--davis-root", help=f"overrides paths['davis'] ({paths['davis']})")
     p.add_argument("--ytvos-root", help=f"overrides paths['yt2018'] ({paths['yt2018']})")
+    p.add_argument("--yt2019-root", help=f"overrides paths['yt2019'] ({paths['yt2019']})")
+    p.add_argument("--mose-root", help=f"overrides paths['mose'] ({paths['mose']})")
+    p.add_argument("--lvos-root", help=f"overrides paths['lvos'] ({paths['lvos']})")
+    p.add_argument("--root", help="--dset folder: the folder holding JPEGImages/<sequence>/ and Annotations/<sequence>/")
+    p.add_argument("--zip", action="store_true",
+                   help="also zip the masks as Annotations/<sequence>/<frame>.png (the sets without ground truth "
+                        "always write their submission zip)")
     p.add_argument("--output", help=f"overrides paths['output'] ({paths['output']}); with --eval-only: the folder "
                                    f"for the CSV files")
     p.add_argument("--save-overlays", action="store_true", help="also write an overlay GIF and MP4 per sequence")

@@ -4,55 +4,17 @@ See docs/method.md, "Datasets", for the layouts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from dataset.davis import load_davis, load_davis_testdev
 from dataset.errors import DatasetError
+from dataset.eval_sets import EVAL_SETS, SET_INFO, EvalSetInfo
 from dataset.folder import folder_is_fully_annotated, load_folder
 from dataset.lvos import load_lvos
 from dataset.mose import load_mose
 from dataset.sequence import VideoSequence
 from dataset.ytvos import VALID_SETS, load_ytvos
-
-EVAL_SETS: tuple[str, ...] = ("dv2016val", "dv2017val", "dv2017testdev", "yt2018jjval", "yt2018val", "yt2018valAll",
-                              "yt2019val", "yt2019valAll", "mose", "lvos", "folder")
-
-
-@dataclass(frozen=True)
-class EvalSetInfo:
-    """How the evaluator treats an evaluation set.
-
-    name: the set (one of EVAL_SETS).
-    root_flag: the evaluate.py flag that sets its root ('--davis-root', '--ytvos-root', '--yt2019-root',
-        '--mose-root', '--lvos-root' or '--root').
-    scoring: 'davis' (the DAVIS rules: the objects of the first frame, every annotated frame scored),
-        'late-objects' (the objects of the annotations, which may start after frame 0; the annotated
-        frames are scored) or None (no ground truth: nothing is scored).
-    submission: None, 'ytvos' (a zip of Annotations/<video>/<frame>.png for the written frames) or
-        'davis' (a zip of <sequence>/<frame>.png at the zip's root, as the DAVIS server takes it).
-    """
-
-    name: str
-    root_flag: str
-    scoring: str | None
-    submission: str | None
-
-
-_INFO: dict[str, tuple[str, str | None, str | None]] = {
-    "dv2016val": ("--davis-root", "davis", None),
-    "dv2017val": ("--davis-root", "davis", None),
-    "dv2017testdev": ("--davis-root", None, "davis"),
-    "yt2018jjval": ("--ytvos-root", "late-objects", None),
-    "yt2018val": ("--ytvos-root", None, "ytvos"),
-    "yt2018valAll": ("--ytvos-root", None, "ytvos"),
-    "yt2019val": ("--yt2019-root", None, "ytvos"),
-    "yt2019valAll": ("--yt2019-root", None, "ytvos"),
-    "mose": ("--mose-root", None, "ytvos"),
-    "lvos": ("--lvos-root", "late-objects", None),
-    "folder": ("--root", None, None),  # scoring: see eval_set_info
-}
-
 
 def eval_set_info(name: str, sequences: list[VideoSequence] | None = None) -> EvalSetInfo:
     """How set `name` is treated: its root flag, its scoring and its submission format.
@@ -62,12 +24,12 @@ def eval_set_info(name: str, sequences: list[VideoSequence] | None = None) -> Ev
     `load_eval_sequences` returned to get it; without them the scoring of 'folder' is None (not yet
     known). Every other field, and every other set, is fixed by the name alone.
     """
-    if name not in _INFO:
+    if name not in SET_INFO:
         raise DatasetError(f"unknown evaluation set {name!r}; choose one of {', '.join(EVAL_SETS)}")
-    root_flag, scoring, submission = _INFO[name]
+    info = SET_INFO[name]
     if name == "folder" and sequences is not None and folder_is_fully_annotated(sequences):
-        scoring = "davis"
-    return EvalSetInfo(name, root_flag, scoring, submission)
+        return replace(info, scoring="davis")
+    return info
 
 
 def load_eval_sequences(dset: str, root: str | Path, split_file: str | Path | None = None,

@@ -22,8 +22,8 @@ from lib.created_folders import missing_folders
 from evaluator.davis_scoring import ScoringError
 from evaluator.processes import RunFolder, start
 from evaluator.state import RunState
-from evaluator.threshold import ThresholdRun, report_scores, run_threshold, score_folder
-from evaluator.runner import SUBMISSION_SETS, EvaluationError, load_network, print_final_table, results_dir_name
+from evaluator.threshold import ThresholdRun, not_scored_reason, report_scores, run_threshold, score_folder
+from evaluator.runner import EvaluationError, load_network, print_final_table, results_dir_name
 from lib.image_io import ImageReadError
 from lib.interrupts import exit_status, interrupted_line, sigterm_as_interrupt
 from lib.launcher import is_rank_zero
@@ -40,6 +40,9 @@ from models.checkpoint import CheckpointError
 from lib.distributed import (DistInfo, PeerStopped, ProcessFailure, broadcast_object, lost_a_peer, on_every_process,
                              on_main, teardown)
 
+# Each set's root: the flag that gives it, the `paths` entry used without it (None: the flag is required).
+ROOT_PATHS = {"--davis-root": "davis", "--ytvos-root": "yt2018", "--yt2019-root": "yt2019", "--mose-root": "mose",
+              "--lvos-root": "lvos", "--root": None}
 DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176, 320), "seed": 1000, "split": "val"}
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
 # what stops every process with a message (anything else is a bug: a traceback, and torchrun stops the others)
@@ -103,6 +106,9 @@ def _check_request(args, paths: dict, default_models: dict, demo_model: Path, de
     """Settings that need no data, checked before any data is read or generated; returns the model."""
     if args.amp and device.type != "cuda":
         raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
+    if args.dset == "folder" and not args.root:
+        raise EvaluationError("--dset folder needs --root DIR, a folder holding JPEGImages/<sequence>/ and "
+                              "Annotations/<sequence>/")
     return _resolve_model(args, paths, default_models, demo_model, say)
 
 
@@ -130,10 +136,11 @@ def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: D
     # the model before the data: a refused checkpoint should not wait for the demo videos to be generated
     net, trained_with = on_every_process(lambda: load_network(model_path, args.ftext, device), info, REQUEST_ERRORS)
     root = _dataset_root(args, paths, output_root, info, state)
-    from dataset.registry import load_eval_sequences
+    from dataset.registry import eval_set_info, load_eval_sequences
 
     sequences = on_every_process(lambda: load_eval_sequences(scoring_set, root, split_file=args.split_file,
                                                              sequences=args.sequences), info, REQUEST_ERRORS)
+    set_info = eval_set_info(scoring_set, sequences)
     backbone_weights = args.backbone_weights or trained_with
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -143,11 +150,11 @@ def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: D
             on_every_process(run_folder.check_shared, info, (ValueError,))
 
         plans = broadcast_object(on_main(lambda: _prepare_folders(
-            args, output_root, model_path, model_name, net.cfg.backbone, backbone_weights, taus, sequences, state),
-            info), info)
+            args, output_root, root, model_path, model_name, net.cfg.backbone, backbone_weights, taus, sequences,
+            state), info), info)
         state.planned = True
         run = ThresholdRun(
-            args.dset, scoring_set, sequences, net, backbone_weights, args.fast, args.amp, args.save_overlays,
+            args.dset, set_info, sequences, net, backbone_weights, args.fast, args.amp, args.save_overlays, args.zip,
             {"device": str(device), "torch": torch.__version__}, info, REQUEST_ERRORS, run_folder)
         names = [s.name for s in sequences]
         sweep_rows = []
@@ -173,11 +180,12 @@ def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: D
             run_folder.remove()
 
 
-def _prepare_folders(args, output_root: Path, model_path: Path | None, model_name: str, backbone: str,
-                     backbone_weights: str, taus: list[float], sequences: list, state: RunState) -> list[FolderPlan]:
+def _prepare_folders(args, output_root: Path, data_root: Path, model_path: Path | None, model_name: str,
+                     backbone: str, backbone_weights: str, taus: list[float], sequences: list,
+                     state: RunState) -> list[FolderPlan]:
     """Every threshold's folder is checked before the first one runs, then all are prepared (rank 0)."""
     plans = []
-    shared = run_settings(args.dset, model_path, backbone, backbone_weights, args.fast, args.amp)
+    shared = run_settings(args.dset, data_root, model_path, backbone, backbone_weights, args.fast, args.amp)
     for tau in taus:
         folder = output_root / results_dir_name(args.dset, model_name, tau)
         settings = {**shared, "TH": tau}
@@ -194,7 +202,9 @@ def _score_only(args, paths: dict, info: DistInfo, state: RunState) -> None:
     """--eval-only DIR: score DIR (only read) and write the CSVs into --output, else into DIR."""
     results = Path(args.eval_only)
     scoring_set = "dv2017val" if args.dset == "demo" else args.dset
-    if scoring_set in SUBMISSION_SETS:
+    from dataset.registry import eval_set_info, load_eval_sequences
+
+    if eval_set_info(scoring_set).scoring is None and scoring_set != "folder":  # a folder's tree decides, below
         raise EvaluationError(f"{args.dset} has no public ground truth: it cannot be scored locally")
     csv_dir = Path(args.output) if args.output else results
     state.nothing_saved = "no CSV written yet"
@@ -202,11 +212,12 @@ def _score_only(args, paths: dict, info: DistInfo, state: RunState) -> None:
         state.created = missing_folders(csv_dir)
     on_main(lambda: _check_csv_folder(csv_dir, args), info)
     root = _dataset_root(args, paths, Path(args.output or paths["output"]), info, state)
-    from dataset.registry import load_eval_sequences
-
     sequences = on_every_process(lambda: load_eval_sequences(scoring_set, root, split_file=args.split_file,
                                                              sequences=args.sequences), info, REQUEST_ERRORS)
-    scores = score_folder(scoring_set, sequences, results, info, REQUEST_ERRORS)
+    set_info = eval_set_info(scoring_set, sequences)
+    if set_info.scoring is None:
+        raise EvaluationError(f"{args.dset} at {root} cannot be scored: {not_scored_reason(set_info)}")
+    scores = score_folder(set_info, sequences, results, info, REQUEST_ERRORS)
 
     def write() -> None:
         global_scores = report_scores(args.dset, scores, csv_dir)
@@ -250,9 +261,11 @@ def _dataset_root(args, paths: dict, output_root: Path, info: DistInfo, state: R
 
         on_main(generate, info)
         return root
-    if args.dset.startswith("dv"):
-        return Path(args.davis_root or paths["davis"])
-    return Path(args.ytvos_root or paths["yt2018"])
+    from dataset.eval_sets import SET_INFO
+
+    flag = SET_INFO[args.dset].root_flag
+    given = getattr(args, flag.lstrip("-").replace("-", "_"))
+    return Path(given or paths[ROOT_PATHS[flag]])
 
 
 def _resolve_model(args, paths: dict, default_models: dict, demo_model: Path, say=print) -> tuple[Path | None, str]:
@@ -269,7 +282,7 @@ def _resolve_model(args, paths: dict, default_models: dict, demo_model: Path, sa
         say("demo: no trained demo model in weights/: running an UNTRAINED network (masks will be poor; "
               "train one with `python train.py --dset synthetic --backbone-weights none`)")
         return None, "untrained"
-    family = "davis" if args.dset.startswith("dv") else "ytvos"
+    family = "ytvos" if args.dset.startswith("yt") else "davis"
     name = default_models[(args.ftext or "resnet18", family)]
     path = Path(paths["models"]) / name
     if not path.is_file():

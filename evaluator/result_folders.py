@@ -24,13 +24,14 @@ class FolderRefused(ValueError):
     """An output folder that this command must not write into; the message says what to do."""
 
 
-def run_settings(dset: str, model_path: Path | None, backbone: str, backbone_weights: str, fast: bool,
+def run_settings(dset: str, root: Path, model_path: Path | None, backbone: str, backbone_weights: str, fast: bool,
                  amp: bool) -> dict:
     """What a folder's masks depend on, but for the threshold ("TH"): the same for every folder of a sweep.
 
-    The model is identified by its contents (hashed once per command), a weights file by its path.
+    The dataset by its set and root, the model by its contents (hashed once per command), a
+    weights file by its path.
     """
-    return {"dset": dset, **model_settings(model_path), "backbone": backbone,
+    return {"dset": dset, "root": str(root.resolve()), **model_settings(model_path), "backbone": backbone,
             "backbone_weights": weights_setting(backbone_weights), "schedule": "fast" if fast else "full", "amp": amp}
 
 

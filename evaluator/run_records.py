@@ -6,10 +6,10 @@ import csv
 import io
 import json
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from lib.atomic import atomic_path, atomic_write_text
+from lib.atomic import atomic_path, atomic_write, atomic_write_text
 
 PROGRESS_DIR = ".progress"  # one JSON per finished sequence; lets --restart resume
 
@@ -41,7 +41,15 @@ def record_path(out_dir: Path, name: str) -> Path:
 
 
 def save_sequence_record(out_dir: Path, record: SequenceRecord) -> None:
-    atomic_write_text(record_path(out_dir, record.name), json.dumps(asdict(record)))
+    # The text json.dumps(asdict(record)) gives, streamed: no copy of the gate rows (one per object-frame,
+    # 15,000 for 3,000 frames x 5 objects) and no whole-file string in memory.
+    values = {f.name: getattr(record, f.name) for f in fields(record)}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w") as f:
+            json.dump(values, f)
+
+    atomic_write(record_path(out_dir, record.name), write)
 
 
 def load_sequence_record(out_dir: Path, name: str) -> SequenceRecord | None:
@@ -101,10 +109,12 @@ def write_summary(path: Path, records: list[SequenceRecord], scores: dict | None
     return summary
 
 
-def write_submission_zip(zip_path: Path, results_dir: Path, sequences: list[str]) -> None:
-    """Zip `Annotations/<video>/<frame>.png` as the YouTube-VOS server expects."""
+def write_submission_zip(zip_path: Path, results_dir: Path, sequences: list[str], layout: str = "ytvos") -> None:
+    """Zip the masks as an evaluation server expects them: 'ytvos' (YouTube-VOS, MOSE)
+    `Annotations/<video>/<frame>.png`, 'davis' (DAVIS test-dev) `<sequence>/<frame>.png`."""
+    prefix = {"ytvos": "Annotations/", "davis": ""}[layout]
     with atomic_path(zip_path) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for name in sequences:
                 for png in sorted((results_dir / name).glob("*.png")):
-                    zf.write(png, f"Annotations/{name}/{png.name}")
+                    zf.write(png, f"{prefix}{name}/{png.name}")

@@ -26,9 +26,6 @@ from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
 from models.tracker import Tracker
 
-SUBMISSION_SETS = ("yt2018val", "yt2018valAll")
-
-
 class EvaluationError(RuntimeError):
     """A refused request or a failed run: evaluate.py prints its message as one `error: ...` line."""
 
@@ -89,9 +86,13 @@ def check_scorable(sequences: list[VideoSequence], results_dir: Path) -> None:
     check_results_folder(results_dir, scoring_items(sequences))
 
 
-def score_sequences(dset: str, sequences: list[VideoSequence], results_dir: Path, progress: bool) -> list[SequenceScores]:
-    """J and F of the given sequences' masks in `results_dir` (checked beforehand by `check_scorable`)."""
-    object_ids = {s.name: s.object_ids for s in sequences} if dset.startswith("yt") else None
+def score_sequences(scoring: str, sequences: list[VideoSequence], results_dir: Path,
+                    progress: bool) -> list[SequenceScores]:
+    """J and F of the given sequences' masks in `results_dir` (checked beforehand by `check_scorable`).
+
+    scoring: 'davis' (the objects of each sequence's first annotated frame) or 'late-objects' (the
+    sequence's objects, which may start later: yt2018jjval, lvos); see dataset.eval_sets."""
+    object_ids = {s.name: s.object_ids for s in sequences} if scoring == "late-objects" else None
     merge = any(s.merge_objects for s in sequences)
     return score_listed_sequences(results_dir, scoring_items(sequences), object_ids=object_ids,
                                   progress=progress, merge_objects=merge)
@@ -136,7 +137,7 @@ def build_tracker(net: GFRTM, backbone_weights: str, tau: float, fast: bool, amp
     return Tracker(backbone, net, TrackerConfig(tau=tau, fast=fast, amp=amp))
 
 
-def print_final_table(dset: str, summary: dict) -> None:
+def print_final_table(dset: str, summary: dict, not_scored: str = "") -> None:
     scores = summary.get("scores")
     if summary["frames"]:
         lines = [f"\n{dset}: {summary['frames']} frames, {summary['fps']:.2f} fps, reuse rate {summary['reuse_rate']:.3f}"]
@@ -144,7 +145,7 @@ def print_final_table(dset: str, summary: dict) -> None:
         lines = [f"\n{dset}: scores of the results folder"]
     if scores:
         lines.append(format_table(scores))
-    else:
-        lines.append("(no public ground truth: not scored)")
+    elif not_scored:
+        lines.append(f"not scored: {not_scored}")
     print("\n".join(lines))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from dataset.sequence import VideoSequence
 from evaluator.davis_scoring import SequenceScores
 from evaluator.processes import RunFolder, share_by_size
+from dataset.eval_sets import EvalSetInfo
 from evaluator.runner import (
-    SUBMISSION_SETS,
     build_tracker,
     check_scorable,
     merge_note,
@@ -35,13 +35,14 @@ class ThresholdRun:
     """What every threshold of one command shares."""
 
     dset: str  # as given, e.g. 'demo'
-    scoring_set: str  # the set scored against, e.g. 'dv2017val' for 'demo'
+    set_info: EvalSetInfo  # the set read, scored and submitted, e.g. dv2017val's for 'demo'
     sequences: list[VideoSequence]
     net: GFRTM
     backbone_weights: str
     fast: bool
     amp: bool
     save_overlays: bool
+    zip: bool  # --zip: a zip of the masks for a set without a submission format of its own
     environment: dict  # where it runs (device, torch version): summary.json's top level, beside the settings
     info: DistInfo
     errors: tuple[type[BaseException], ...]  # the user errors that stop all processes with a message
@@ -68,18 +69,17 @@ def run_threshold(run: ThresholdRun, plan: FolderPlan) -> dict:
     agree(error, info)
     if run.save_overlays:
         on_every_process(lambda: _save_overlays(run, out), info, run.errors)
-    scores = None if run.scoring_set in SUBMISSION_SETS else score_folder(run.scoring_set, run.sequences, out, info,
-                                                                         run.errors)
+    scores = None if run.set_info.scoring is None else score_folder(run.set_info, run.sequences, out, info, run.errors)
     wall = time.perf_counter() - started
     return on_main(lambda: _write_results(run, plan, scores, wall), info)
 
 
-def score_folder(dset: str, sequences: list[VideoSequence], results: Path, info: DistInfo,
+def score_folder(set_info: EvalSetInfo, sequences: list[VideoSequence], results: Path, info: DistInfo,
                  errors: tuple[type[BaseException], ...]) -> list[SequenceScores] | None:
     """Score `results` with every process taking a share of the sequences; the scores, in dataset order, on rank 0."""
     on_main(lambda: check_scorable(sequences, results), info)  # every missing mask listed once, by rank 0
     share = share_by_size([len(s.annotated_frames) for s in sequences], info.world_size)[info.rank]
-    mine = on_every_process(lambda: score_sequences(dset, [sequences[i] for i in share], results,
+    mine = on_every_process(lambda: score_sequences(set_info.scoring, [sequences[i] for i in share], results,
                                                     progress=not info.distributed), info, errors)
     everyone = gather(list(zip(share, mine)), info)
     if not info.is_main:
@@ -110,9 +110,19 @@ def _write_results(run: ThresholdRun, plan: FolderPlan, scores: list[SequenceSco
     write_gate_log(out / "gate_log.csv", records, {s.name: s.frame_names for s in sequences})
     summary = write_summary(out / "summary.json", records, global_scores, plan.settings,
                             {**run.environment, "wall_seconds": wall, "processes": run.info.world_size})
-    if run.scoring_set in SUBMISSION_SETS:
+    layout = run.set_info.submission or ("ytvos" if run.zip else None)
+    if layout:
         zip_path = out.parent / f"{out.name}.zip"  # not with_suffix: "TH0.7" has a dot
-        write_submission_zip(zip_path, out, [s.name for s in sequences])
-        print(f"submission: {zip_path}")
-    print_final_table(run.dset, summary)
+        write_submission_zip(zip_path, out, [s.name for s in sequences], layout)
+        print(f"{'submission' if run.set_info.submission else 'zip'}: {zip_path}")
+    print_final_table(run.dset, summary, not_scored_reason(run.set_info))
     return summary
+
+
+def not_scored_reason(set_info: EvalSetInfo) -> str:
+    """Why a set is not scored, for the final table ('' when it is)."""
+    if set_info.scoring is not None:
+        return ""
+    if set_info.name == "folder":
+        return "some frames of the tree have no annotation (a folder is scored when every frame has one)"
+    return "no public ground truth; submit the zip to the evaluation server"
