@@ -6,11 +6,11 @@ import contextlib
 import io
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from torch.distributed import TCPStore
 
 from tests.test_train_cli import _argv
 from tests.test_train_step import _batch, _options
@@ -49,9 +49,10 @@ def test_two_gloo_processes_end_a_step_with_identical_parameters(tmp_path):
 
 
 def _cli_worker(rank: int, port: int, argv: list[str], tmp: str) -> None:
-    """train.main as torchrun would start it on `rank`; records the exit code and what went to stderr."""
+    """train.main as torchrun would start it on `rank`; records the exit code and what went to stderr.
+    As under torchrun, the ranks join a store their launcher serves (TORCHELASTIC_USE_AGENT_STORE)."""
     os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+                      MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
     from train import main
     err = io.StringIO()
@@ -60,17 +61,14 @@ def _cli_worker(rank: int, port: int, argv: list[str], tmp: str) -> None:
     (Path(tmp) / f"cli{rank}.json").write_text(json.dumps({"code": code, "stderr": err.getvalue()}))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_failed_rank_0_check_stops_every_rank_cleanly(tmp_path):
     (tmp_path / "a-file").write_text("in the way")
     argv = _argv(tmp_path, "--max-epochs", "1", "--dev", "cpu")
     argv[argv.index("--checkpoints") + 1] = str(tmp_path / "a-file" / "ckpt")  # rank 0 checks it
-    mp.spawn(_cli_worker, args=(_free_port(), argv, str(tmp_path)), nprocs=WORLD, join=True)
+    # the store keeps its port from the start: a port found free, closed and bound again by rank 0 seconds later
+    # could be taken meanwhile by another process of a busy machine
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    mp.spawn(_cli_worker, args=(store.port, argv, str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [json.loads((tmp_path / f"cli{r}.json").read_text()) for r in range(WORLD)]
     assert [r["code"] for r in ranks] == [2, 2]
     assert "--checkpoints" in ranks[0]["stderr"] and "Traceback" not in ranks[0]["stderr"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,22 +83,57 @@ def test_output_folder_of_something_else_is_refused(tmp_path, capsys):
     assert "--budget 5" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
-def test_a_command_past_its_limit_is_stopped_with_its_children(tmp_path):
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def _wait_until(condition, what: str, timeout_s: float = 60) -> None:
+    """Poll `condition` until it holds; fail after `timeout_s` (a guard: it holds in well under a second)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not after {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def test_a_command_past_its_limit_is_stopped_with_its_children(tmp_path, monkeypatch):
     runner = gpu_check.Runner(tmp_path, budget_s=60)
-    pid_file = tmp_path / "child.pid"
-    script = ("import subprocess, sys, time; "
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-              f"open({str(pid_file)!r}, 'w').write(str(child.pid)); print('started', flush=True); time.sleep(60)")
-    started = time.monotonic()
-    code, log = runner.run("sleepy", [sys.executable, "-c", script], limit_s=3)
-    assert code is None and time.monotonic() - started < 20
-    assert "started" in log and "stopped after 3 s, its time limit" in log
-    child = int(pid_file.read_text())
-    for _ in range(50):  # the grandchild went with its group (init reaps it)
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"process {child} outlived the stopped command")
+    pid_file = tmp_path / "pids"
+    # both sleep far beyond the 3 s limit and the checks below: a process that is not stopped is still there
+    script = ("import os, subprocess, sys, time; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+              f"open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}'); print('started', flush=True); "
+              "time.sleep(300); print('slept to the end')")
+
+    def started() -> bool:  # the line itself: the log's header line (the command) holds the word too
+        return "started" in runner.log_path("sleepy").read_text().splitlines()
+
+    class LimitOnceStarted(subprocess.Popen):
+        """The limit counts from when the command has started its child: on a loaded machine starting two
+        Pythons can take longer than the limit itself, and then there would be no child to stop."""
+
+        def wait(self, timeout=None):
+            if timeout is not None and not started():
+                _wait_until(lambda: started() or self.poll() is not None, "the command's start")
+            return super().wait(timeout)
+
+    monkeypatch.setattr(gpu_check.subprocess, "Popen", LimitOnceStarted)
+    code, text = runner.run("sleepy", [sys.executable, "-c", script], limit_s=3)
+    assert code is None, text  # stopped, not run to its end
+    lines = text.splitlines()
+    assert "started" in lines and "slept to the end" not in lines and "stopped after 3 s, its time limit" in text
+    command, child = map(int, pid_file.read_text().split())
+    try:
+        assert not _running(command)  # waited for: gone before run() returned
+        # the grandchild went with its group (init reaps it); the signal takes effect once it next runs
+        _wait_until(lambda: not _running(child), f"process {child} outlived the stopped command")
+    finally:
+        for pid in (command, child):
+            if _running(pid):  # only after a failure: leave no sleeper behind
+                os.kill(pid, 9)

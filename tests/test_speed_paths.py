@@ -229,11 +229,12 @@ def test_score_space_fit_and_updates_match_the_full_resolution_ones():
 # ---------------------------------------------------------------------------------------------- prefetch
 def test_prefetch_keeps_order_and_stops_its_thread_when_left_early():
     assert list(prefetch(range(50), depth=3)) == list(range(50))
-    before = threading.active_count()
+    before = set(threading.enumerate())  # not a count: a thread of an earlier test may end meanwhile
     items = prefetch(iter(range(10**6)), depth=2)
     assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert len(set(threading.enumerate()) - before) == 1  # its thread
     items.close()
-    assert threading.active_count() == before
+    assert set(threading.enumerate()) - before == set()
 
 
 def test_prefetch_reraises_the_sources_error_in_place():
