@@ -1,9 +1,9 @@
 """Installs the dependencies of Reuse-VOS, and on purpose none of its modules.
 
 The code runs from the repository root (`python evaluate.py`, `python -m trainer.export`, ...), as
-FRTM's does. Its top-level names (evaluate, train, demo, benchmark, lib, models, dataset, trainer)
-are too generic to put on every program's import path: PyPI has popular packages called `evaluate`
-and `trainer`. So `packages` and `py_modules` are empty, which leaves an editable install with
+FRTM's does. Its top-level names (evaluate, train, demo, benchmark, lib, models, dataset, trainer,
+evaluator) are too generic to put on every program's import path: PyPI has popular packages called
+`evaluate` and `trainer`. So `packages` and `py_modules` are empty, which leaves an editable install with
 nothing to map (pyproject.toml asks for a setuptools whose editable installs add no folder to
 sys.path), and `pip install -e .` brings exactly the requirements below.
 """

@@ -23,6 +23,7 @@ from dataset.sequence import (
     VideoSequence,
     frame_folder,
     pngs_by_stem,
+    require_folders,
     scan_first_appearance,
     select_names,
     sub_folders,
@@ -44,10 +45,8 @@ def load_folder(root: str | Path, only: list[str] | None = None) -> list[VideoSe
         raise DatasetError(f"{root}: root not found; point {ROOT_FLAG} at the folder holding JPEGImages/<sequence>/ "
                            f"and Annotations/<sequence>/")
     image_root, annotation_root = root / "JPEGImages", root / "Annotations"
-    for folder in (image_root, annotation_root):
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: not found; the folder set reads JPEGImages/<sequence>/ and "
-                               f"Annotations/<sequence>/ under {ROOT_FLAG} ({root})")
+    require_folders(image_root, annotation_root, needed_by=f"the folder set reads JPEGImages/<sequence>/ and "
+                                                          f"Annotations/<sequence>/ under {ROOT_FLAG} ({root})")
     available = sub_folders(image_root)
     if not available:
         raise DatasetError(f"{image_root}: holds no sequence folders; put each sequence's frames in "

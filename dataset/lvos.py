@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 from dataset.errors import DatasetError
-from dataset.sequence import VideoSequence, frame_folder, pngs_by_stem, select_names, validate_start_annotations
+from dataset.sequence import (VideoSequence, frame_folder, pngs_by_stem, require_folders, select_names,
+                              validate_start_annotations)
 
 ROOT_FLAG = "--lvos-root"
 META_NAME = "valid_meta.json"
@@ -83,10 +84,9 @@ def load_lvos(root: str | Path, only: list[str] | None = None) -> list[VideoSequ
     if not root.is_dir():
         raise DatasetError(f"{root}: LVOS root not found; point {ROOT_FLAG} at the folder holding valid/")
     valid = root / "valid"
-    for folder in (valid / "JPEGImages", valid / "Annotations"):
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: not found; lvos reads valid/JPEGImages/<video>/, valid/Annotations/<video>/ "
-                               f"and valid/{META_NAME} under {ROOT_FLAG} ({root})")
+    require_folders(valid / "JPEGImages", valid / "Annotations",
+                    needed_by=f"lvos reads valid/JPEGImages/<video>/, valid/Annotations/<video>/ and "
+                              f"valid/{META_NAME} under {ROOT_FLAG} ({root})")
     meta_path = valid / META_NAME
     meta = read_lvos_meta(meta_path)
     sequences = []

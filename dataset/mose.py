@@ -16,6 +16,7 @@ from dataset.sequence import (
     VideoSequence,
     frame_folder,
     object_ids_in,
+    require_folders,
     select_names,
     sub_folders,
     validate_start_annotations,
@@ -31,10 +32,8 @@ def load_mose(root: str | Path, only: list[str] | None = None) -> list[VideoSequ
     if not root.is_dir():
         raise DatasetError(f"{root}: MOSE root not found; point {ROOT_FLAG} at the folder holding valid/")
     image_root, annotation_root = root / "valid" / "JPEGImages", root / "valid" / "Annotations"
-    for folder in (image_root, annotation_root):
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: not found; mose reads valid/JPEGImages/<video>/ and "
-                               f"valid/Annotations/<video>/ under {ROOT_FLAG} ({root})")
+    require_folders(image_root, annotation_root, needed_by=f"mose reads valid/JPEGImages/<video>/ and "
+                                                          f"valid/Annotations/<video>/ under {ROOT_FLAG} ({root})")
     available = sub_folders(image_root)
     if not available:
         raise DatasetError(f"{image_root}: holds no video folders; is {root} the MOSE root?")

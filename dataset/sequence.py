@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +53,13 @@ def object_ids_in(labels: np.ndarray) -> list[int]:
     return [int(v) for v in np.unique(labels) if v not in (0, VOID_LABEL)]
 
 
+def require_folders(*folders: Path, needed_by: str) -> None:
+    """DatasetError for the first of `folders` that does not exist; `needed_by` says what reads it from where."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: not found; {needed_by}")
+
+
 def sub_folders(folder: Path) -> list[str]:
     """Names of the sub-folders of `folder` (hidden ones ignored), in name order."""
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -91,7 +98,7 @@ def scan_first_appearance(annotations: dict[int, Path]) -> dict[int, int]:
 class VideoSequence:
     """A video to segment: frames on disk, annotation PNGs, and when each object first appears.
 
-    Frames are read lazily (or from memory after `preload`). Labels are (H, W) uint8 object ids.
+    Frames are read from disk when asked for (nothing is kept). Labels are (H, W) uint8 object ids.
     """
 
     name: str
@@ -102,7 +109,6 @@ class VideoSequence:
     start_frames: dict[int, int]  # object id -> index of the frame where it first appears
     merge_objects: bool = False  # DAVIS 2016: every non-zero label is object 1
     output_frames: list[int] | None = None  # frames whose masks a run writes; None = every frame
-    _images: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.frame_names) != len(self.image_paths):
@@ -129,14 +135,11 @@ class VideoSequence:
         return self.frame_size(0)
 
     def frame_size(self, i: int) -> tuple[int, int]:
-        if i in self._images:
-            return self._images[i].shape[:2]
         return read_image_size(self.image_paths[i])
 
     def image(self, i: int) -> np.ndarray:
         """Frame i as (H, W, 3) uint8 RGB."""
-        cached = self._images.get(i)
-        return cached if cached is not None else read_image(self.image_paths[i])
+        return read_image(self.image_paths[i])
 
     def annotation(self, i: int) -> np.ndarray:
         """Labels of annotated frame i, (H, W) uint8 (0/1 when merge_objects)."""
@@ -162,18 +165,8 @@ class VideoSequence:
         labels = self.annotation(i)
         return {o: labels == o for o in starting}
 
-    def preload(self) -> None:
-        """Read every frame into memory (later `image` calls and `frames` use the copies)."""
-        for i in range(len(self)):
-            if i not in self._images:
-                self._images[i] = read_image(self.image_paths[i])
-
-    def release(self) -> None:
-        """Drop the preloaded frames."""
-        self._images.clear()
-
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, (H, W, 3) uint8 RGB frame) in order, read one at a time unless preloaded."""
+        """(index, (H, W, 3) uint8 RGB frame) in order, read one at a time."""
         for i in range(len(self)):
             yield i, self.image(i)
 

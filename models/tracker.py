@@ -54,9 +54,9 @@ class StageTimer(Protocol):
     def stage(self, name: str) -> ContextManager: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class GateRecord:
-    """The gate's verdict for one object on one frame."""
+    """The gate's verdict for one object on one frame (slots: a video's gate log holds one per object-frame)."""
 
     frame: int
     object_id: int
@@ -82,11 +82,16 @@ class TrackStats:
     object_frames: int = 0  # object-frames after each object's first frame
     reused: int = 0
     deep_calls: int = 0  # deep backbone half runs (at most one per frame, except in the reference schedule)
-    frame_seconds: list[float] = field(default_factory=list)  # each frame's share of `seconds`
+    first_frame_seconds: float = 0.0  # the first frame's share of `seconds` (its objects' target models are fitted)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def later_frame_seconds(self) -> float:
+        """Mean time of the frames after the first (nan for a one-frame video)."""
+        return (self.seconds - self.first_frame_seconds) / (self.frames - 1) if self.frames > 1 else float("nan")
 
     @property
     def reuse_rate(self) -> float:
@@ -179,8 +184,9 @@ class Tracker:
                     for model, soft in updates:
                         model.update(soft)
             seconds = time.perf_counter() - start
+            if not self.stats.frames:
+                self.stats.first_frame_seconds = seconds
             self.stats.seconds += seconds
-            self.stats.frame_seconds.append(seconds)
             self.stats.frames += 1
             self.gate_log += records
             yield FrameResult(index, labels_np, records)

@@ -64,15 +64,15 @@ def test_dv2017val_reads_objects_frames_and_annotations(davis_root):
     assert seq.start_masks(1) == {}
 
 
-def test_frames_are_lazy_in_order_and_preload_gives_the_same_pixels(davis_root):
+def test_frames_are_read_in_order_one_at_a_time(davis_root):
     seq = load_eval_sequences("dv2017val", davis_root, sequences=["synth001"])[0]
-    lazy = list(seq.frames())
-    assert [i for i, _ in lazy] == list(range(8))
-    assert all(np.array_equal(img, read_image(seq.image_paths[i])) for i, img in lazy)
-    seq.preload()
-    assert all(np.array_equal(seq.image(i), img) for i, img in lazy)
-    seq.release()
-    assert np.array_equal(seq.image(0), lazy[0][1])
+    frames = seq.frames()
+    index, first = next(frames)  # a generator: nothing is read ahead
+    assert index == 0 and np.array_equal(first, read_image(seq.image_paths[0]))
+    rest = list(frames)
+    assert [i for i, _ in rest] == list(range(1, 8))
+    assert all(np.array_equal(img, read_image(seq.image_paths[i])) for i, img in rest)
+    assert np.array_equal(seq.image(3), rest[2][1]) and seq.frame_size(3) == first.shape[:2]
 
 
 def test_dv2016val_merges_all_objects_into_one(davis_root):

@@ -18,7 +18,7 @@ from dataset.ytvos import JJTRAIN_SPLIT, JJVALID_SPLIT
 
 ROOT = Path(__file__).resolve().parents[1]
 # The modules that must not become importable from everywhere by installing the project.
-TOP_LEVEL = ("evaluate", "train", "demo", "benchmark", "lib", "models", "dataset", "trainer")
+TOP_LEVEL = ("evaluate", "train", "demo", "benchmark", "lib", "models", "dataset", "trainer", "evaluator")
 
 
 def _names(path: Path) -> list[str]:

@@ -308,7 +308,7 @@ class Bench:
         peak = self.memory.read()
         stages = _stage_means(clock.frames) if clock is not None else {}
         st = tracker.stats
-        return RunResult(float(np.mean(st.frame_seconds[1:])), st.frame_seconds[0], st.reuse_rate,
+        return RunResult(st.later_frame_seconds, st.first_frame_seconds, st.reuse_rate,
                          st.deep_calls, peak, stages)
 
     def count_macs(self, objects: int, rate: float) -> dict[str, float]:
