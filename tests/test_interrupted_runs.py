@@ -33,11 +33,8 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="n
 
 
 def _start(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    def child() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job may have inherited SIG_IGN
-
     return subprocess.Popen([sys.executable, *argv], cwd=cwd, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=child)
+                            stderr=subprocess.PIPE, start_new_session=True)  # SIGINT as by default: conftest.py
 
 
 def _interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], sig: int) -> tuple[str, str]:

@@ -1,0 +1,9 @@
+"""Set-up shared by every test module."""
+import signal
+
+# A test run started as a background job of a non-interactive shell (`python -m pytest &` in a
+# script) inherits SIGINT ignored, and so would every program the tests start: the tests of Ctrl-C
+# would wait for an interrupt that never comes. The session takes Ctrl-C back; the programs it starts
+# then begin with the default disposition (exec resets a handler to the default, not an ignore).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
