@@ -20,7 +20,6 @@ from lib.atomic import atomic_write_text
 from lib.image_io import read_image_size, read_label_png
 
 STATS_VERSION = 1
-_PACKAGES = ("lib", "models", "dataset", "trainer")
 
 PixelCounts = dict[int, np.ndarray]  # object id -> (F,) pixel count in each annotation of the sequence
 
@@ -38,10 +37,10 @@ def annotation_fingerprint(sequences: dict[str, list[Path]]) -> str:
 def _check_cache_dir(cache_dir: Path) -> None:
     code_root = Path(__file__).resolve().parents[1]
     resolved = cache_dir.resolve()
-    for package in _PACKAGES:
-        if resolved == code_root / package or (code_root / package) in resolved.parents:
+    for package in (p for p in code_root.iterdir() if (p / "__init__.py").is_file()):  # lib, models, ...
+        if resolved == package or package in resolved.parents:
             raise DatasetError(f"{cache_dir}: the statistics cache may not live inside the code package "
-                               f"{code_root / package}; choose a cache folder of your own")
+                               f"{package}; choose a cache folder of your own")
 
 
 def count_pixels(annotations: list[Path], images: list[Path] | None = None) -> PixelCounts:

@@ -188,6 +188,9 @@ def test_cache_inside_the_code_package_is_refused(davis_root):
     package = Path(stats_cache.__file__).resolve().parent
     with pytest.raises(DatasetError, match="may not live inside the code package"):
         build_training_set("synthetic", davis_root, None, CFG, package / "cache")
+    evaluator = package.parent / "evaluator"  # every package of the code, also those above dataset/
+    with pytest.raises(DatasetError, match=f"inside the code package {evaluator}"):
+        build_training_set("synthetic", davis_root, None, CFG, evaluator / "cache")
 
 
 def test_bad_requests_are_reported(davis_root, ytvos_root, tmp_path):
