@@ -260,7 +260,7 @@ def test_ctrl_c_ends_with_one_line_and_status_130(tiny_davis, untrained_rn18, tm
     argv = [sys.executable, "-u", "evaluate.py", "--dset", "dv2017val", "--davis-root", str(tiny_davis), "--model",
             str(untrained_rn18), "--dev", "cpu", "--output", str(tmp_path)]
     # should the signal be slow to come, the run waits for it after its first sequence rather than finish
-    pause = {"PYTHONPATH": os.pathsep.join([str(root / "tests" / "pause_after_line"), str(root)]),
+    pause = {"PYTHONPATH": os.pathsep.join([str(root / "tests" / "child_hooks"), str(root)]),
              "TEST_PAUSE_AFTER_LINE": f"{_sequences(tiny_davis)[0]}: "}
     env = {**os.environ, "TQDM_DISABLE": "1", **pause}
     proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

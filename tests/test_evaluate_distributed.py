@@ -101,9 +101,9 @@ def test_ctrl_c_in_another_process_ends_with_one_line_and_the_command_continues(
                "--dev", "cpu", "--dset", "dv2017val", "--davis-root", str(data), "--model", str(evaluate.DEMO_MODEL),
                "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    # process 1 waits after its first sequence until the signal comes (tests/pause_after_line): its second one is
+    # process 1 waits after its first sequence until the signal comes (tests/child_hooks): its second one is
     # still to do however slowly this test gets to send it
-    pause = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "pause_after_line"), str(ROOT)]),
+    pause = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "child_hooks"), str(ROOT)]),
              "TEST_PAUSE_AFTER_LINE": "[process 1] "}
     launcher = subprocess.Popen(command, cwd=ROOT, env={**env, **pause}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)

@@ -198,8 +198,8 @@ def test_demo_stops_cleanly_and_the_same_command_continues(tmp_path, one_thread,
 def test_ctrl_c_while_starting_up_is_one_line_too(script, sig, tmp_path):
     """The first seconds import torch: a Ctrl-C there is the likeliest of all (a wrong flag spotted at once).
     Whenever it comes in that import, the run ends with the one line (SIGTERM too), never with a traceback or a
-    half-imported module. The signal goes once the program is in the import (lib/interrupts.py's test hook creates
-    the marker there and waits until the signal is held), not after a delay: on a loaded machine a delay can end
+    half-imported module. The signal goes once the program is in the import (tests/child_hooks creates the marker
+    there and waits until the signal is held), not after a delay: on a loaded machine a delay can end
     before the program even runs, in Python's own start-up, which a Ctrl-C ends with a traceback."""
     args = {"evaluate.py": ["--dset", "demo", "--dev", "cpu", "--output", str(tmp_path / "out")],
             "benchmark.py": ["--dev", "cpu", "--size", "64x48", "--threads", "1", "--json", str(tmp_path / "b.json")],
@@ -207,7 +207,9 @@ def test_ctrl_c_while_starting_up_is_one_line_too(script, sig, tmp_path):
                          "--checkpoints", str(tmp_path / "ckpt"), "--tensorboard", str(tmp_path / "tb"),
                          "--tmcache", str(tmp_path / "tmcache")]}[script]
     marker = tmp_path / "importing"
-    proc = _start([str(ROOT / script), *args], tmp_path, {"REUSE_VOS_TEST_HELD_MARKER": str(marker)})
+    hooks = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "child_hooks"), str(ROOT)]),
+             "TEST_HELD_MARKER": str(marker)}
+    proc = _start([str(ROOT / script), *args], tmp_path, hooks)
     out, err = _interrupt_when(proc, marker.exists, sig)
     line = _check_stop(proc, err, sig)
     assert line.group(3) == "python " + shlex.join([str(ROOT / script), *args])

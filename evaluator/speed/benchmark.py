@@ -447,26 +447,26 @@ def check_targets(report: dict, opts: BenchmarkOptions) -> list[dict]:
     """The issue's targets as measured ratios with their limits and verdicts."""
     targets = []
     for row in report["rates"]:
-        targets.append(_target(f"reuse rate {row['rate']:g}: measured / ideal mix", row["ratio"],
+        targets.append(target_verdict(f"reuse rate {row['rate']:g}: measured / ideal mix", row["ratio"],
                                f"within {MIX_TOLERANCE:.0%}", abs(row["ratio"] - 1) <= MIX_TOLERANCE))
     macs = report["macs"]
     ratio = report["stages"]["reuse_over_shallow"]
     mac_ratio = sum(macs["reuse"].values()) / macs["reuse"]["shallow"]
-    targets.append(_target("reuse path / shallow backbone half", ratio, f"<= {REUSE_OVER_SHALLOW_MAX}",
+    targets.append(target_verdict("reuse path / shallow backbone half", ratio, f"<= {REUSE_OVER_SHALLOW_MAX}",
                            ratio <= REUSE_OVER_SHALLOW_MAX, mac_ratio))
     counts = {row["objects"]: row for row in report["objects"]}
     if 5 in counts:
         ratio = counts[5]["over_one"]
         mac_ratio = counts[5]["macs"] / counts[1]["macs"]
-        targets.append(_target("5 objects / 1 object", ratio, f"<= {FIVE_OVER_ONE_OBJECT_MAX}",
+        targets.append(target_verdict("5 objects / 1 object", ratio, f"<= {FIVE_OVER_ONE_OBJECT_MAX}",
                                ratio <= FIVE_OVER_ONE_OBJECT_MAX, mac_ratio))
     for row in report["reference"]:
-        targets.append(_target(f"reference schedule / full path, {row['objects']} objects", row["speedup"],
+        targets.append(target_verdict(f"reference schedule / full path, {row['objects']} objects", row["speedup"],
                                f">= {REFERENCE_SPEEDUP_MIN}", row["speedup"] >= REFERENCE_SPEEDUP_MIN))
     return targets
 
 
-def _target(name: str, value: float, limit: str, passed: bool, mac_ratio: float | None = None) -> dict:
+def target_verdict(name: str, value: float, limit: str, passed: bool, mac_ratio: float | None = None) -> dict:
     """mac_ratio: the same ratio of the two configurations' multiply-accumulates, where one applies."""
     return {"name": name, "value": value, "limit": limit, "pass": bool(passed), "mac_ratio": mac_ratio}
 
@@ -476,14 +476,14 @@ def _settings(opts: BenchmarkOptions, memory_kind: str) -> dict:
     settings.update({
         "torch": torch.__version__,
         "threads_used": torch.get_num_threads(),
-        "machine": _machine(opts.device),
+        "machine": machine_name(opts.device),
         "memory": memory_kind,
         "weights": "random backbone ('none'), untrained network",
     })
     return settings
 
 
-def _machine(device: str) -> str:
+def machine_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     model = platform.processor() or platform.machine()

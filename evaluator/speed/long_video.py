@@ -38,8 +38,9 @@ from typing import Callable
 
 import cv2
 import numpy as np
+import torch
 
-from evaluator.speed.benchmark import BenchmarkError, _machine
+from evaluator.speed.benchmark import BenchmarkError, machine_name, target_verdict
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.devices import resolve_device, usable_cores
 from lib.image_io import write_image, write_label_png
@@ -280,8 +281,6 @@ def memory_probe(tracker) -> dict:
     """The default sample: resident set now and at its peak (and CUDA's allocated memory)."""
     sample = {"rss_mib": rss_mib(), "peak_rss_mib": peak_rss_mib()}
     if tracker.device.type == "cuda":
-        import torch
-
         sample["device_mib"] = torch.cuda.memory_allocated(tracker.device) / 2**20
         sample["device_peak_mib"] = torch.cuda.max_memory_allocated(tracker.device) / 2**20
     return sample
@@ -293,8 +292,6 @@ def evaluate_frames(spec: RunSpec, probe: Callable[[object], dict] = memory_prob
     `probe(tracker)` is called after the frames of sample_frames(), between frames (after the mask
     is written, outside the tracker's clock); its dict joins that frame's sample.
     """
-    import torch
-
     from dataset.sequence import check_frames_readable, validate_start_annotations
     from evaluator.run_records import record_path
     from evaluator.runner import build_tracker, load_network, run_sequences
@@ -454,7 +451,7 @@ def run_long_video(opts: LongVideoOptions, log: Callable[[str], None] = print) -
     report = {
         "settings": {**asdict(opts), "size": list(opts.size), "backbone": short["backbone"],
                      "model": opts.model if opts.model is not None else "untrained (random backbone)",
-                     "machine": _machine(opts.device), "torch": _torch_version(), "threads_used": short["threads"],
+                     "machine": machine_name(opts.device), "torch": torch.__version__, "threads_used": short["threads"],
                      "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
                      "seconds": time.perf_counter() - started},
         "video": {k: v for k, v in asdict(files).items() if k not in ("frames_dir", "annotation")},
@@ -462,21 +459,12 @@ def run_long_video(opts: LongVideoOptions, log: Callable[[str], None] = print) -
         "ratios": ratios,
     }
     report["targets"] = [
-        _target(f"peak RSS, {opts.long} / {opts.short} frames", ratios["peak_rss"], PEAK_RSS_RATIO_MAX),
-        _target(f"ms/frame of the tracking loop, {opts.long} / {opts.short} frames", ratios["ms_per_frame"],
-                MS_PER_FRAME_RATIO_MAX),
+        target_verdict(f"peak RSS, {opts.long} / {opts.short} frames", ratios["peak_rss"],
+                       f"<= {PEAK_RSS_RATIO_MAX:.2f}", ratios["peak_rss"] <= PEAK_RSS_RATIO_MAX),
+        target_verdict(f"ms/frame of the tracking loop, {opts.long} / {opts.short} frames", ratios["ms_per_frame"],
+                       f"<= {MS_PER_FRAME_RATIO_MAX:.2f}", ratios["ms_per_frame"] <= MS_PER_FRAME_RATIO_MAX),
     ]
     return report
-
-
-def _target(name: str, value: float, limit: float) -> dict:
-    return {"name": name, "value": value, "limit": f"<= {limit:.2f}", "pass": bool(value <= limit)}
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 # ------------------------------------------------------------------------------------- output
