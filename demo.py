@@ -1,13 +1,17 @@
-"""Segment your own video with G-FRTM, given the mask of the objects in one frame.
+"""Segment your own video with G-FRTM, given the masks of the objects in one frame or several.
 
     python demo.py --video clip.mp4 --mask first_frame.png
     python demo.py --video frames/ --mask frames_mask/00010.png --mask-frame 10 --model weights/rn18_all.pth
+    python demo.py --video clip.mp4 --mask 0:first.png --mask 40:fix.png --save-objects
 
-INPUT is a video file (mp4, avi, mov, ... anything OpenCV decodes) or a folder of frames. The mask
+INPUT is a video file (mp4, avi, mov, ... anything OpenCV decodes) or a folder of frames. A mask
 is a palette PNG (value = object id) or a black-and-white PNG (0 and one other value: one object).
-Tracking starts at the mask's frame. Writes <output>/masks/<frame>.png (DAVIS palette) and
-<output>/overlay.mp4 with each object's gate decision, and prints the speed and the reuse rate.
-After Ctrl-C, running the same command again continues the run.
+`--mask FRAME:PATH` (repeatable) gives masks on several frames: ids not tracked yet start there, ids
+already tracked are corrected there. Frames after the earliest mask are tracked forward, frames
+before it backward, so every frame gets a mask. Writes <output>/masks/<frame>.png (DAVIS palette),
+with --save-objects <output>/objects/<id>/<frame>.png (0/255), and <output>/overlay.mp4 with each
+object's gate decision, and prints the speed and the reuse rate. After Ctrl-C, running the same
+command again continues the run.
 """
 from __future__ import annotations
 
@@ -28,11 +32,14 @@ DEMO_MODEL = Path(__file__).resolve().parent / "weights" / "demo_synthetic_rn18.
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", required=True, help="video file or folder of frames")
-    p.add_argument("--mask", required=True,
-                   help="PNG with the objects of frame --mask-frame: a palette PNG (index = object id), or a "
-                        "greyscale/colour PNG with 0 and one other value (one object, e.g. 0/255 or 0/128); "
-                        "a greyscale PNG with several values gives one object per value")
-    p.add_argument("--mask-frame", type=int, default=0, help="index of the frame the mask belongs to (default 0)")
+    p.add_argument("--mask", required=True, action="append", metavar="[FRAME:]PATH",
+                   help="PNG with the objects of a frame: a palette PNG (index = object id), or a greyscale/colour "
+                        "PNG with 0 and one other value (one object, e.g. 0/255 or 0/128); a greyscale PNG with "
+                        "several values gives one object per value. PATH alone: the frame of --mask-frame. "
+                        "FRAME:PATH, repeatable: masks on several frames (new ids start there, tracked ids are "
+                        "corrected there)")
+    p.add_argument("--mask-frame", type=int, default=None,
+                   help="with a single --mask PATH: index of the frame the mask belongs to (default 0)")
     p.add_argument("--model", help=f"G-FRTM checkpoint (default: {DEMO_MODEL.relative_to(DEMO_MODEL.parents[1])} "
                                    "when present, else an untrained network)")
     p.add_argument("--ftext", choices=("resnet18", "resnet101"), help="backbone; must agree with the checkpoint")
@@ -48,7 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "with, else imagenet; 'none' for an untrained network)")
     p.add_argument("--output", help="output folder (default: demo_output/<video name>)")
     p.add_argument("--resize-mask", action="store_true", help="resize a mask whose size differs from the frames")
-    p.add_argument("--max-frames", type=int, help="track at most this many frames, from the mask frame on")
+    p.add_argument("--max-frames", type=int,
+                   help="track at most this many frames forward from the earliest mask (the frames before it are "
+                        "always tracked backward)")
+    p.add_argument("--save-objects", action="store_true",
+                   help="also write one binary PNG per object and frame: <output>/objects/<id>/<frame>.png (0/255)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: float16 on CUDA; bfloat16 on a CPU with native bfloat16 (AMX or "
+                        "AVX512-BF16; refused on other CPUs, where it is slower than float32)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in the same folder (an interrupted run with the same "
                         "settings needs no --overwrite: the same command continues it)")

@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "published figure (the flag is accepted for the published command lines)")
     p.add_argument("--full-schedule", dest="fast", action="store_false",
                    help="the longer schedule instead: init (5,10,10,10,10), update (10,)")
-    p.add_argument("--amp", action="store_true", help="CUDA only: float16 autocast")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: float16 on CUDA; bfloat16 on a CPU with native bfloat16 (AMX or AVX512-BF16; "
+                        "refused on other CPUs, where it is slower than float32)")
     p.add_argument("--backbone-weights", default=None,
                    help="'imagenet', 'none' or a ResNet state-dict path (default: what the checkpoint was trained "
                         "with, else imagenet)")

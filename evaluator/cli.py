@@ -23,7 +23,9 @@ from evaluator.davis_scoring import ScoringError
 from evaluator.processes import RunFolder, start
 from evaluator.state import RunState
 from evaluator.threshold import ThresholdRun, not_scored_reason, report_scores, run_threshold, score_folder
-from evaluator.runner import EvaluationError, load_network, print_final_table, results_dir_name
+from evaluator.runner import EvaluationError, print_final_table, results_dir_name
+from models.builder import load_network
+from models.tracker import AmpUnavailable, check_cpu_bf16
 from lib.image_io import ImageReadError
 from lib.interrupts import exit_status, interrupted_line, sigterm_as_interrupt
 from lib.launcher import is_rank_zero
@@ -104,8 +106,11 @@ def _say(info: DistInfo):
 def _check_request(args, paths: dict, default_models: dict, demo_model: Path, device: torch.device,
                    say) -> tuple[Path | None, str]:
     """Settings that need no data, checked before any data is read or generated; returns the model."""
-    if args.amp and device.type != "cuda":
-        raise EvaluationError(f"--amp is float16 autocast on CUDA; device {device} runs float32, drop --amp")
+    if args.amp and device.type == "cpu":
+        try:
+            check_cpu_bf16()
+        except AmpUnavailable as err:
+            raise EvaluationError(str(err)) from None
     if args.dset == "folder" and not args.root:
         raise EvaluationError("--dset folder needs --root DIR, a folder holding JPEGImages/<sequence>/ and "
                               "Annotations/<sequence>/")

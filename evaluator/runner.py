@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import torch
 from tqdm import tqdm
 
 from dataset.sequence import VideoSequence
@@ -21,10 +20,8 @@ from lib.image_io import write_label_png
 from lib.prefetch import prefetch
 from evaluator.result_folders import forget_sequence
 from evaluator.run_records import SequenceRecord, save_sequence_record
-from models.backbone import build_backbone
-from models.config import NetworkConfig, TrackerConfig
-from models.gfrtm import GFRTM
-from models.tracker import Tracker
+from models.session import TrackingSession
+from models.tracker import FrameResult, Tracker
 
 class EvaluationError(RuntimeError):
     """A refused request or a failed run: evaluate.py prints its message as one `error: ...` line."""
@@ -35,26 +32,28 @@ def results_dir_name(dset: str, model_name: str, tau: float) -> str:
 
 
 def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, bars: bool = True, label: str = "",
-                  stop: Callable[[], bool] | None = None) -> None:
-    """Track each sequence, write its palette PNGs and its progress record.
+                  stop: Callable[[], bool] | None = None,
+                  after_frame: Callable[[TrackingSession, FrameResult], None] | None = None) -> None:
+    """Track each sequence in a session of its own, write its palette PNGs and its progress record.
 
     Frames are decoded ahead by a background thread (tracker.cfg.prefetch_frames of them), so the
-    tracker's fps counts frames already in memory: its clock runs from receiving a frame to
-    yielding the frame's result.
+    session's fps counts frames already in memory: its clock runs from receiving a frame to
+    returning the frame's result.
 
     A sequence's old record and masks are removed before it is tracked, and its partial masks when
     it fails or is interrupted, so the folder never holds a record for masks that are not all there.
     bars: a progress bar per sequence (off when several processes share the terminal); label
-    prefixes each sequence's line; `stop()` is asked between sequences (another process failed).
+    prefixes each sequence's line; `stop()` is asked between sequences (another process failed);
+    `after_frame(session, result)` is called after each frame's mask is written (measurements).
     """
     for seq in sequences:
         if stop is not None and stop():
             return
         forget_sequence(out, seq.name)
         try:
-            _track_one(tracker, seq, out, bars)
-            st = tracker.stats
-            gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in tracker.gate_log]
+            session = _track_one(tracker, seq, out, bars, after_frame)
+            st = session.stats
+            gate = [(g.frame, g.object_id, g.p_reuse, int(g.reused)) for g in session.gate_log]
             save_sequence_record(
                 out, SequenceRecord(seq.name, st.frames, st.seconds, st.object_frames, st.reused, st.deep_calls, gate)
             )
@@ -64,15 +63,22 @@ def run_sequences(tracker: Tracker, sequences: list[VideoSequence], out: Path, b
         tqdm.write(f"{label}{seq.name}: {st.frames} frames, {st.fps:.2f} fps, reuse rate {st.reuse_rate:.3f}")
 
 
-def _track_one(tracker: Tracker, seq: VideoSequence, out: Path, bars: bool) -> None:
+def _track_one(tracker: Tracker, seq: VideoSequence, out: Path, bars: bool,
+               after_frame: Callable[[TrackingSession, FrameResult], None] | None) -> TrackingSession:
     wanted = set(seq.output_frames)
+    session = tracker.session()
     # `with`: an error or interrupt mid-sequence clears the bar, so the message gets a line of its own
     off = {} if bars else {"disable": True}  # when on, tqdm's own default (and TQDM_DISABLE) applies
     with tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True, **off) as bar:
-        for result in tracker.track(prefetch(seq.frames(), tracker.cfg.prefetch_frames), seq.start_masks):
+        frames = prefetch(seq.frames(), tracker.cfg.prefetch_frames)
+        for index, image in frames:
+            result = session.step(image, seq.start_masks(index))
             if result.index in wanted:
                 write_label_png(out / seq.name / f"{seq.frame_names[result.index]}.png", result.labels)
+            if after_frame is not None:
+                after_frame(session, result)
             bar.update(1)
+    return session
 
 
 def scoring_items(sequences: list[VideoSequence]) -> list[tuple[str, list[str], list[Path]]]:
@@ -114,27 +120,6 @@ def merge_note(dset: str, scores: list[SequenceScores]) -> str | None:
     return (f"{dset}: the masks of {len(merged)} sequence(s) hold several object ids (e.g. {first.name}: "
             f"{', '.join(map(str, first.merged_ids))}); DAVIS 2016 has one object per sequence, so they were merged "
             f"into one object before scoring")
-
-
-def load_network(model_path: Path | None, backbone_name: str | None, device: torch.device) -> tuple[GFRTM, str]:
-    """Load a G-FRTM checkpoint, or build an untrained network when model_path is None.
-
-    Returns the network (eval mode) and the backbone weights it was trained with: what the
-    checkpoint records (this project's checkpoints do), else 'imagenet' (the published ones);
-    an untrained network gets the deterministic random backbone, 'none'.
-    """
-    from models.checkpoint import load_gfrtm
-
-    if model_path is None:
-        net = GFRTM(NetworkConfig(backbone=backbone_name or "resnet18"))
-        return net.to(device).eval(), "none"
-    net, checkpoint = load_gfrtm(model_path, device=device, backbone=backbone_name)
-    return net.eval(), str(checkpoint.get("backbone_weights", "imagenet"))
-
-
-def build_tracker(net: GFRTM, backbone_weights: str, tau: float, fast: bool, amp: bool, device) -> Tracker:
-    backbone = build_backbone(net.cfg.backbone, backbone_weights, device=device)
-    return Tracker(backbone, net, TrackerConfig(tau=tau, fast=fast, amp=amp))
 
 
 def print_final_table(dset: str, summary: dict, not_scored: str = "") -> None:

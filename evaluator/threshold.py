@@ -16,7 +16,6 @@ from evaluator.davis_scoring import SequenceScores
 from evaluator.processes import RunFolder, share_by_size
 from dataset.eval_sets import EvalSetInfo
 from evaluator.runner import (
-    build_tracker,
     check_scorable,
     merge_note,
     print_final_table,
@@ -26,6 +25,8 @@ from evaluator.runner import (
 )
 from evaluator.result_folders import FolderPlan
 from evaluator.run_records import load_sequence_record, write_gate_log, write_submission_zip, write_summary
+from models.builder import build_tracker
+from models.config import TrackerConfig
 from models.gfrtm import GFRTM
 from lib.distributed import DistInfo, agree, gather, on_every_process, on_main
 
@@ -58,7 +59,8 @@ def run_threshold(run: ThresholdRun, plan: FolderPlan) -> dict:
     mine = [todo[i] for i in share_by_size([len(s) for s in todo], info.world_size)[info.rank]]
     error = None
     try:
-        tracker = build_tracker(run.net, run.backbone_weights, plan.tau, run.fast, run.amp, info.device)
+        cfg = TrackerConfig(tau=plan.tau, fast=run.fast, amp=run.amp)
+        tracker = build_tracker(run.net, run.backbone_weights, cfg, info.device)
         label = f"[process {info.rank}] " if info.distributed else ""
         stop = run.run_folder.stopped if run.run_folder else None
         run_sequences(tracker, mine, out, bars=not info.distributed, label=label, stop=stop)

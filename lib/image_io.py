@@ -101,6 +101,15 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
+def write_binary_png(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write an (H, W) mask (non-zero = the object) as a greyscale PNG of 0 and 255, atomically."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: a mask must be (H, W), got shape {mask.shape}")
+    img = Image.fromarray((mask != 0).astype(np.uint8) * 255, mode="L")
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 RGB image as JPEG or PNG (chosen by the suffix of `path`), atomically."""
     path = Path(path)

@@ -47,6 +47,10 @@ class TargetModelConfig:
     hinge_min_px: int = 10  # hinge weighting: an object with fewer pixels counts as af = target_influence
     init_seed: int = 0  # seeds the uniform start weights of project/filter before fitting
     feature_layer: str = "layer4"
+    # Corrections (a session's extension, docs/method.md "Corrections"): the corrected frames' samples are
+    # pinned in memory with this part of the total weight, and the filter is refitted with these iterations.
+    trusted_share: float = 0.5
+    correction_iters: tuple[int, ...] = (10, 10)
 
     @property
     def direction_forget_factor(self) -> float:
@@ -113,6 +117,8 @@ class TrackerConfig:
     score_space_update: bool = True  # target-model updates solved at the score resolution (exact)
     cpu_refine_batch: int = 1  # objects per shallow-refinement call on the CPU (larger measured slower); CUDA: all
     prefetch_frames: int = 4  # frames an evaluation run decodes ahead in a background thread
+    # replaces the evaluation target-model preset (tests only: e.g. a shorter train_skipping)
+    target_model_override: TargetModelConfig | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -123,7 +129,7 @@ class TrackerConfig:
 
     @property
     def target_model(self) -> TargetModelConfig:
-        return TargetModelConfig.eval(fast=self.fast)
+        return self.target_model_override or TargetModelConfig.eval(fast=self.fast)
 
 
 @dataclass(frozen=True)

@@ -290,6 +290,12 @@ class SampleMemory:
         self.projected_targets: Tensor | None = None  # (capacity,1,h,w) b, with score_space
         self.target_energy: Tensor | None = None  # (capacity,) c, with score_space
         self._previous_slot: int | None = None  # slot of the last update's sample
+        # Trusted samples (corrections, this project's extension): pinned slots, never replaced by insert().
+        # Their weights live apart from `weights` (the published scheme, which then covers the other slots).
+        with torch.inference_mode(False):
+            self.trusted_weights = torch.zeros(capacity, dtype=torch.float64)
+        self.trusted_batches: list[list[int]] = []  # slots of each trusted frame, oldest first
+        self.trusted_share = 0.0  # the trusted samples' part of the total weight (0: none kept)
 
     @property
     def is_allocated(self) -> bool:
@@ -321,6 +327,9 @@ class SampleMemory:
                 self._store_statistics(slice(0, k), targets, pixel_weights)
             self.weights.zero_()
             self.weights[:k] = self.initial_weights(k)
+            self.trusted_weights.zero_()
+        self.trusted_batches = []
+        self.trusted_share = 0.0
         self._previous_slot = None
 
     @staticmethod
@@ -347,7 +356,7 @@ class SampleMemory:
             raise ValueError(f"SampleMemory.insert: sample of shapes {tuple(features.shape)} / {tuple(target.shape)} "
                              f"does not match the memory's {tuple(self.features.shape[1:])} / "
                              f"{tuple(self.targets.shape[1:])}; frames must keep the first frame's size")
-        slot = int(torch.argmin(self.weights))  # the first empty slot while the memory is not full
+        slot = int(torch.argmin(self._replaceable_weights()))  # the first empty slot while the memory is not full
         lr = self.learning_rate
         with _autograd_allowed(self.features.device):
             if self._previous_slot is None:
@@ -363,6 +372,73 @@ class SampleMemory:
                 self._store_statistics(slice(slot, slot + 1), target, pixel_weights)
         self._previous_slot = slot
         return slot
+
+    def insert_trusted(self, features: Tensor, targets: Tensor, pixel_weights: Tensor, share: float) -> list[int]:
+        """Keep the K samples of a trusted frame (a user's correction) in pinned slots. Returns the slots.
+
+        The trusted frames together hold `share` of the total weight, each frame alike and, within a
+        frame, the original (index 0) twice an augmentation (the first frame's pattern); the published
+        weights of the other slots are scaled to the rest and keep evolving as before. Pinned slots are
+        never replaced by insert(). At most half the memory is pinned: beyond that the oldest trusted
+        frame is dropped. The K slots taken are the empty ones first, then those of the smallest weight.
+
+        Args:
+            features: (K,C,h,w) projected features; targets: (K,1,H,W); pixel_weights: (K,2);
+            share: in (0, 1).
+        """
+        if not self.is_allocated:
+            raise RuntimeError("SampleMemory.insert_trusted: the memory is empty; call reset() first")
+        k = features.shape[0]
+        if not 0 < share < 1:
+            raise ValueError(f"SampleMemory.insert_trusted: share must be in (0, 1), got {share}")
+        if k > self.capacity // 2:
+            raise ValueError(f"SampleMemory.insert_trusted: {k} samples exceed half the memory ({self.capacity}); "
+                             f"raise memory_size or lower num_aug")
+        if features.shape[1:] != self.features.shape[1:] or targets.shape[1:] != self.targets.shape[1:]:
+            raise ValueError(f"SampleMemory.insert_trusted: samples of shapes {tuple(features.shape)} / "
+                             f"{tuple(targets.shape)} do not match the memory's; frames must keep one size")
+        while sum(map(len, self.trusted_batches)) + k > self.capacity // 2:
+            self._drop_slots(self.trusted_batches.pop(0))
+        slots = torch.argsort(self._replaceable_weights(), stable=True)[:k].tolist()
+        with _autograd_allowed(self.features.device):
+            self._drop_slots(slots)
+            self.features[slots] = features.to(self.features.dtype)
+            self.targets[slots] = targets.to(self.targets.dtype)
+            self.pixel_weights[slots] = pixel_weights.to(self.pixel_weights.dtype)
+            if self.score_space:
+                index = torch.tensor(slots, device=self.features.device)
+                stencil, b, c = self._statistics.compute(targets, pixel_weights)
+                self.stencil[index], self.projected_targets[index], self.target_energy[index] = stencil, b, c
+            self.trusted_batches.append(slots)
+            self.trusted_share = share
+            pattern = self.initial_weights(k)
+            for batch in self.trusted_batches:
+                self.trusted_weights[batch] = pattern / len(self.trusted_batches)
+        return slots
+
+    def _replaceable_weights(self) -> Tensor:
+        """The published weights with pinned slots excluded (+inf), for choosing a slot to replace."""
+        if not self.trusted_batches:
+            return self.weights
+        return torch.where(self.trusted_weights > 0, torch.full_like(self.weights, math.inf), self.weights)
+
+    def _drop_slots(self, slots: list[int]) -> None:
+        """Empty these slots (their weights become 0) and renormalise the published weights of the rest."""
+        with _autograd_allowed(self.features.device):
+            self.weights[slots] = 0
+            self.trusted_weights[slots] = 0
+            total = self.weights.sum()
+            if total > 0:
+                self.weights /= total
+            if self._previous_slot in slots:  # the next sample's weight grows from the newest one left
+                self._previous_slot = int(torch.argmax(self.weights)) if total > 0 else None
+
+    def combined_weights(self) -> Tensor:
+        """(capacity,) float64 sample weights as the optimisation sees them: the published weights, and with
+        trusted samples kept, those scaled to 1 - trusted_share plus the trusted ones scaled to trusted_share."""
+        if not self.trusted_batches:
+            return self.weights
+        return self.weights * (1 - self.trusted_share) + self.trusted_weights * self.trusted_share
 
     def _allocate_statistics(self, features: Tensor, targets: Tensor) -> None:
         h, w = features.shape[-2:]
@@ -397,10 +473,11 @@ class SampleMemory:
         """(function selecting the active slots of a slot tensor, their sample weights on the device)."""
         if not self.is_allocated:
             raise RuntimeError(f"SampleMemory.{caller}: the memory is empty; call reset() first")
-        index = torch.nonzero(self.weights > 0).flatten()
+        combined = self.combined_weights()
+        index = torch.nonzero(combined > 0).flatten()
         n = index.numel()
         device = self.features.device
-        weights = self.weights[index].to(device=device, dtype=torch.float32)
+        weights = combined[index].to(device=device, dtype=torch.float32)
         if torch.equal(index, torch.arange(n)):
             return (lambda slots: slots[:n]), weights
         index = index.to(device)
@@ -537,14 +614,39 @@ class TargetModel(nn.Module):
                 self.update_runs += 1
                 self._optimise_filter()
 
-    def _optimise_filter(self) -> None:
-        """cfg.update_iters of GN-CG on `filter` over the memory's samples with non-zero weight."""
+    def learn_trusted(self, features: Tensor, masks: Tensor) -> None:
+        """Learn a corrected frame as a trusted sample (this project's extension; docs/method.md, "Corrections").
+
+        The K samples (the corrected frame and K-1 augmentations, as at initialisation) are projected
+        with the model's `project`, which stays as fitted, and kept in pinned memory slots holding
+        `cfg.trusted_share` of the weight (`SampleMemory.insert_trusted`); then `filter` is refitted
+        with `cfg.correction_iters` from a fresh CG state. What the memory held before stays in it.
+
+        Args:
+            features: (K,C,h,w) layer4 features; index 0 is the corrected frame itself.
+            masks: (K,1,H,W) float masks at image resolution.
+        """
+        if not self.memory.is_allocated:
+            raise RuntimeError("TargetModel.learn_trusted: no sample memory; call initialize() first")
+        cfg = self.cfg
+        with _autograd_allowed(features.device):
+            targets = masks.detach().float().clone()
+            with torch.no_grad():
+                projected = F.conv2d(features.detach().float(), self.project.weight)
+            self.memory.insert_trusted(projected, targets, pixel_weights(targets, cfg), cfg.trusted_share)
+            self._filter_solver.reset()  # the problem changed: no search direction of the old one carries over
+            self._optimise_filter(cfg.correction_iters)
+        self._last_projected = None
+
+    def _optimise_filter(self, iters: tuple[int, ...] | None = None) -> None:
+        """GN-CG on `filter` (cfg.update_iters unless `iters`) over the memory's samples with non-zero weight."""
+        iters = self.cfg.update_iters if iters is None else iters
         reg = self.cfg.filter_reg[1]
         with _autograd_allowed(self.filter.weight.device):
             if self.memory.score_space:
                 problem = _FilterProblem(*self.memory.active_score_space(), reg=reg)
                 with torch.no_grad():
-                    (filt,) = self._filter_solver.run_score_space(problem, [self.filter.weight], self.cfg.update_iters)
+                    (filt,) = self._filter_solver.run_score_space(problem, [self.filter.weight], iters)
             else:
                 features, targets, weights, sample_weights = self.memory.active()
                 scale = _residual_scale(targets, weights, sample_weights)
@@ -553,5 +655,5 @@ class TargetModel(nn.Module):
                     scores = F.conv2d(features, theta[0], padding=1)
                     return [_mask_residual(scores, targets, scale), reg * theta[0]]
 
-                (filt,) = self._filter_solver.run(filter_residuals, [self.filter.weight], self.cfg.update_iters)
+                (filt,) = self._filter_solver.run(filter_residuals, [self.filter.weight], iters)
         _assign(self.filter.weight, filt)

@@ -7,3 +7,17 @@ import signal
 # then begin with the default disposition (exec resets a handler to the default, not an ignore).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch):
+    """This CPU as one without native bfloat16, whatever it is: --amp on the CPU is refused (as on AVX2 CPUs)."""
+    import models.tracker
+
+    def emulated(cpuinfo: str = "/proc/cpuinfo") -> dict:
+        return {"native": False, "reason": "no avx512_bf16 or amx_bf16 (a test's stand-in CPU)"}
+
+    monkeypatch.setattr(models.tracker, "cpu_bf16_support", emulated)

@@ -15,11 +15,12 @@ import torch
 
 import benchmark
 import evaluator.speed.benchmark as benchmarking
-from evaluator.speed.bf16 import PRECISIONS, cpu_bf16_support
+from evaluator.speed.bf16 import PRECISIONS
+from lib.devices import cpu_bf16_support
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
-from models.tracker import Tracker
+from models.tracker import AmpUnavailable, Tracker
 from tests.square_video import square_video
 from tests.test_train_step import one_torch_thread  # noqa: F401  (autouse: one torch thread in this module)
 
@@ -114,24 +115,28 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert not missing["cpuinfo_read"] and not missing["hardware_bf16"]
 
 
-def test_the_bf16_tracker_runs_the_frames_in_bfloat16_and_the_fit_in_float32():
-    """Autocast reaches the backbone on every frame, not inside the first-frame target-model fit."""
+def test_cpu_amp_runs_bfloat16_weights_converted_once_and_leaves_the_given_modules_float32():
+    """--amp on the CPU: the tracker's own copies of the backbone and network are bfloat16 (converted once), the
+    frames run in bfloat16, the target models stay float32; the modules it was given are untouched."""
     torch.manual_seed(0)
     backbone = build_backbone("resnet18", "none")
     net = GFRTM(NetworkConfig(backbone="resnet18")).eval()
-    seen = []  # (autocast on?, output dtype) of the first convolution
-    conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
-    conv.register_forward_hook(lambda module, args, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
     frames, start_masks = square_video(3, 48, 64, seed=1, second_x=40, third_x=8)
-    for kind in (benchmarking.CpuBf16Tracker, Tracker):
-        seen.clear()
-        labels = [r.labels for r in kind(backbone, net, TrackerConfig()).track(enumerate(frames), start_masks)]
-        assert len(labels) == 3 and all(lab.shape == (48, 64) for lab in labels)
-        if kind is Tracker:
-            assert {dtype for _, dtype in seen} == {torch.float32}
-        else:
-            assert (True, torch.bfloat16) in seen and (False, torch.float32) in seen  # frames, fit
-            assert not any(on and dtype == torch.float32 for on, dtype in seen)
+    tracker = Tracker(backbone, net, TrackerConfig(amp=True), allow_emulated_bf16=True)
+    assert {p.dtype for p in tracker.backbone.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in tracker.net.parameters()} == {torch.bfloat16}
+    seen = []  # output dtypes of the first convolution of the tracker's backbone
+    conv = next(m for m in tracker.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    session = tracker.session()
+    labels = [session.step(image, start_masks(t)).labels for t, image in enumerate(frames)]
+    assert len(labels) == 3 and all(lab.shape == (48, 64) for lab in labels)
+    assert set(seen) == {torch.bfloat16}
+    assert {p.dtype for m in session.objects.target_models for p in m.parameters()} == {torch.float32}
+    assert {p.dtype for p in backbone.parameters()} == {p.dtype for p in net.parameters()} == {torch.float32}
+    if not cpu_bf16_support()["native"]:  # refused where the CPU would emulate it
+        with pytest.raises(AmpUnavailable, match="no native bfloat16"):
+            Tracker(backbone, net, TrackerConfig(amp=True))
 
 
 def test_compare_bf16_reports_both_precisions_and_writes_missing_folders(tmp_path, capsys):

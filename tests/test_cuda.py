@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import benchmark
-from evaluator.runner import load_network
+from models.builder import load_network
 from models.backbone import build_backbone
 from models.config import TargetModelConfig, TrackerConfig
 from models.target_model import TargetModel

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from torch.optim.lr_scheduler import StepLR
 
 from models.checkpoint import CheckpointError

@@ -96,14 +96,74 @@ def test_demo_on_a_video_file(video_file, tmp_path, untrained, capsys):
 
 
 def test_demo_on_a_folder_of_frames_from_a_later_mask_frame(frame_folder, tmp_path, untrained):
+    """A mask on frame 2: frames 2..4 are tracked forward (--max-frames 3), frames 1 and 0 backward."""
     _save_mask(tmp_path / "m.png", _frame(2)[1])
     out = tmp_path / "out"
     rc = demo.main(["--video", str(frame_folder), "--mask", str(tmp_path / "m.png"), "--mask-frame", "2",
                     "--max-frames", "3", "--output", str(out), "--dev", "cpu", "--fast"])
     assert rc == 0
-    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == ["img10", "img11", "img12"]
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == ["img10", "img11", "img12", "img8", "img9"]
     np.testing.assert_array_equal(read_label_png(out / "masks" / "img10.png"), _frame(2)[1])
-    assert _mp4_frames(out / "overlay.mp4") == (3, (H, W))
+    assert _mp4_frames(out / "overlay.mp4") == (5, (H, W))
+
+
+def _save_ids(path, labels: np.ndarray) -> None:
+    """Object ids as a palette PNG (index = id), as DAVIS annotations are."""
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    image.putpalette(DAVIS_PALETTE.ravel().tolist())
+    image.save(path)
+
+
+def test_masks_on_several_frames_start_and_correct_objects_and_earlier_frames_are_tracked_backward(
+        frame_folder, tmp_path, untrained):
+    """Object 1 given on frame 2; on frame 4 object 1 is corrected and object 2 starts. Every frame gets a mask
+    (frames 0, 1 backward from frame 2), each given frame's result is its given mask, and --save-objects writes
+    one 0/255 PNG per object and frame from the object's first tracked frame on."""
+    _save_ids(tmp_path / "m2.png", _frame(2)[1])
+    later = _frame(4)[1].copy()
+    later[50:60, 90:105] = 2  # a second object joins on frame 4
+    _save_ids(tmp_path / "m4.png", later)
+    out = tmp_path / "out"
+    rc = demo.main(["--video", str(frame_folder), "--mask", f"2:{tmp_path / 'm2.png'}", "--mask",
+                    f"4:{tmp_path / 'm4.png'}", "--save-objects", "--output", str(out), "--dev", "cpu"])
+    assert rc == 0
+    names = [f"img{t + 8}" for t in range(T)]
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == sorted(names)
+    np.testing.assert_array_equal(read_label_png(out / "masks" / "img10.png"), _frame(2)[1])
+    np.testing.assert_array_equal(read_label_png(out / "masks" / "img12.png"), later)
+    assert sorted(p.stem for p in (out / "objects" / "1").glob("*.png")) == sorted(names)
+    assert sorted(p.stem for p in (out / "objects" / "2").glob("*.png")) == ["img12", "img13"]
+    for object_id, name in ((1, "img8"), (1, "img12"), (2, "img13")):
+        with Image.open(out / "objects" / str(object_id) / f"{name}.png") as binary:
+            assert binary.mode == "L"
+            pixels = np.array(binary)
+        assert set(np.unique(pixels).tolist()) <= {0, 255}
+        np.testing.assert_array_equal(pixels == 255, read_label_png(out / "masks" / f"{name}.png") == object_id)
+    assert _mp4_frames(out / "overlay.mp4") == (T, (H, W))
+    record = json.loads((out / "demo_run.json").read_text())["settings"]
+    assert [m.split(":")[0] for m in record["masks"]] == ["2", "4"] and record["last_frame"] == T - 1
+
+
+@pytest.mark.parametrize(
+    "masks, message",
+    [
+        (["1:a.png", "--mask", "1:b.png"], r"several masks for frame\(s\) \[1\]"),
+        (["0:a.png", "--mask", f"{T}:b.png"], f"--mask {T}:.*b.png: .* has {T} frames"),
+        (["0:a.png", "--mask-frame", "1"], "--mask-frame goes with a single --mask PATH"),
+        (["a.png", "--mask", "b.png"], "2 masks without a frame"),
+        (["0:a.png", "--mask", "b.png"], "give every mask as FRAME:PATH, or one mask as PATH"),
+    ],
+)
+def test_mask_flags_that_do_not_fit_are_one_error_line_and_nothing_is_written(masks, message, video_file, tmp_path,
+                                                                                capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.png", "b.png"):
+        _save_mask(tmp_path / name, _frame(0)[1])
+    argv = ["--video", str(video_file), "--mask", *masks, "--output", str(tmp_path / "out"), "--dev", "cpu"]
+    assert demo.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -145,6 +205,18 @@ def test_open_video_reads_files_and_folders_in_order(video_file, frame_folder):
     assert from_folder.frame_names == [f"img{t + 8}" for t in range(T)] and from_folder.fps is None
     index, image = next(from_folder.frames(start=1))
     assert index == 1 and np.array_equal(image, _frame(1)[0])
+
+
+def test_frames_read_backward_are_the_frames_read_forward(video_file, frame_folder, monkeypatch):
+    import evaluator.demo.video_input as video_input
+
+    monkeypatch.setattr(video_input, "BACKWARD_STRETCH", 2)  # a video file is decoded in several stretches
+    for source in (open_video(video_file), open_video(frame_folder)):
+        forward = list(source.frames(1, T))
+        backward = list(source.frames_backward(1, T))
+        assert [i for i, _ in backward] == list(range(T - 1, 0, -1))
+        for (i, image), (j, same) in zip(reversed(forward), backward):
+            assert i == j and np.array_equal(image, same)
 
 
 def test_open_video_refuses_missing_and_empty_inputs(tmp_path):
@@ -281,13 +353,13 @@ def test_the_record_names_settings_as_evaluate_does_and_knows_a_model_by_its_con
     record = json.loads((out / "demo_run.json").read_text())
     assert record["finished"] is True and set(record) == {"settings", "finished"}
     settings = record["settings"]
-    assert sorted(settings) == sorted(["video", "frames", "start_mask", "mask_frame", "last_frame", "model",
+    assert sorted(settings) == sorted(["video", "frames", "masks", "last_frame", "model",
                                        "model_sha256", "backbone", "backbone_weights", "TH", "schedule"])
     assert settings["model"] == str(model.resolve()) and settings["model_sha256"] == file_sha256(model)
     assert (settings["backbone"], settings["backbone_weights"], settings["TH"], settings["schedule"]) == \
         ("resnet18", "none", 0.7, "fast")
-    assert (settings["video"], settings["frames"], settings["mask_frame"], settings["last_frame"]) == \
-        (str(video_file.resolve()), T, 0, 1)
+    assert (settings["video"], settings["frames"], settings["last_frame"]) == (str(video_file.resolve()), T, 1)
+    assert [m.split(":")[0] for m in settings["masks"]] == ["0"]
 
     # stopped after its last mask: another threshold is refused, named by its flag
     _interrupted_after_the_last_mask(out)

@@ -148,7 +148,8 @@ def test_eval_only_on_real_davis_ground_truth_gives_one(tmp_path):
     ("other backbone", "resnet101"),
     ("amp on cpu", "--amp"),
 ])
-def test_bad_requests_stop_before_any_work(case, message, tiny_davis, untrained_rn18, tmp_path, capsys):
+def test_bad_requests_stop_before_any_work(case, message, tiny_davis, untrained_rn18, tmp_path, capsys,
+                                          cpu_without_bf16):
     args = {"missing model": ["--model", str(tmp_path / "nothing.pth")],
             "other backbone": ["--model", str(untrained_rn18), "--ftext", "resnet101"],
             "amp on cpu": ["--model", str(untrained_rn18), "--amp"]}[case]
@@ -170,7 +171,7 @@ def test_unwritable_output_and_bad_thresholds_are_refused_up_front(tiny_davis, u
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_demo_request_generates_no_data(tmp_path, capsys):
+def test_bad_demo_request_generates_no_data(tmp_path, capsys, cpu_without_bf16):
     rc = evaluate.main(["--dset", "demo", "--dev", "cpu", "--amp", "--output", str(tmp_path / "out")])
     assert rc == 2 and "--amp" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # the synthetic demo data is generated only for a valid request

@@ -23,14 +23,14 @@ import torch
 import benchmark
 import evaluator.speed.long_video as long_video
 from evaluator.run_records import SequenceRecord, load_sequence_record, record_path, save_sequence_record
-from models.tracker import GateRecord, Tracker, TrackStats
+from models.tracker import GateRecord, TrackStats
 from tests.test_train_step import one_torch_thread  # noqa: F401  (autouse: one torch thread in this module)
 
 SHORT, LONG = 20, 200  # frames; the short video is the long one's first SHORT frames
 SIZE = (96, 160)  # (H, W): a label map is 15 KB, so one kept per frame would add 2.7 MB from frame 20 to 200
 OBJECTS = 2
-# Tensor bytes that may differ between the two frames: the current frame's own tensors (held by the tracker's
-# generator until the next frame) differ between a frame that took the full path and one that reused.
+# Tensor bytes that may differ between the two frames: the current frame's own tensors (held by the runner's
+# loop until the next frame) differ between a frame that took the full path and one that reused.
 TENSOR_SLACK = 10 * SIZE[0] * SIZE[1] * 4  # ten float maps of a frame: 600 KB, against 2.7 MB for a label map a frame
 HEAP_SLACK = 6 * 1024  # bytes of Python heap besides the gate decisions (about 1 KB seen): 34 bytes a frame
 
@@ -69,20 +69,16 @@ def _container_sizes(roots: dict[str, object], depth: int = 10) -> dict[str, int
     return sizes
 
 
-def _run_state(tracker) -> dict[str, object]:
-    """What a run keeps between frames: the tracker, the local variables of the run's functions on the
-    stack (evaluate_frames, run_sequences, _track_one, ...) and the tracker's generator (its objects and
-    their target models, and the prefetch generator with its queue)."""
-    roots: dict[str, object] = {"tracker": tracker}
+def _run_state(session) -> dict[str, object]:
+    """What a run keeps between frames: the session (its objects and their target models), and the local
+    variables of the run's functions on the stack (evaluate_frames, run_sequences, _track_one with the
+    prefetch generator and its queue, ...)."""
+    roots: dict[str, object] = {"session": session}
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename.startswith(str(long_video.ROOT)) and frame.f_code.co_filename != __file__:
             roots[f"{frame.f_code.co_name}()"] = dict(frame.f_locals)
         frame = frame.f_back
-    generators = [g for g in gc.get_objects() if type(g) is types.GeneratorType  # type(): see _tensor_bytes
-                  and g.gi_code is Tracker.track.__code__ and g.gi_frame is not None]
-    assert len(generators) == 1
-    roots["Tracker.track()"] = generators[0]
     return roots
 
 
@@ -108,7 +104,7 @@ def test_what_the_evaluation_path_keeps_does_not_grow_with_the_video(tmp_path):
     """One run of LONG frames through the evaluation path (evaluate_frames: evaluator.runner.run_sequences
     with the demo model, frames prefetched from JPEG files, masks written, the record saved), measured
     after frame SHORT (the end of the short video) and after frame LONG: the containers of the run's state
-    (the tracker, its generator with the objects' target models, the runner's and the prefetch's locals)
+    (the session with the objects' target models, the runner's and the prefetch's locals)
     keep their lengths except the gate log, the live tensors differ by less than the current frame's own,
     and the Python heap grows by the gate decisions only. Deterministic: no resident-set threshold."""
     opts = long_video.LongVideoOptions(SHORT, LONG, size=SIZE, objects=OBJECTS)
@@ -121,14 +117,14 @@ def test_what_the_evaluation_path_keeps_does_not_grow_with_the_video(tmp_path):
                for pattern in ("*/lib/prefetch.py", __file__, tracemalloc.__file__)]
     tracemalloc.Snapshot([], 1).filter_traces(ignored)  # compiles the patterns before tracing starts
 
-    def probe(tracker) -> dict:
-        frames = tracker.stats.frames
+    def probe(session) -> dict:
+        frames = session.stats.frames
         if frames in (SHORT, LONG):
             gc.collect()
             sys._clear_type_cache()  # its 4096 entries hold attribute names made on the fly (f-strings)
             heap = sum(trace.size for trace in tracemalloc.take_snapshot().filter_traces(ignored).traces)
-            kept[frames] = {"heap": heap, "gate": _gate_log_bytes(tracker.gate_log), "tensors": _tensor_bytes(),
-                            "containers": _container_sizes(_run_state(tracker)), "gate_rows": len(tracker.gate_log)}
+            kept[frames] = {"heap": heap, "gate": _gate_log_bytes(session.gate_log), "tensors": _tensor_bytes(),
+                            "containers": _container_sizes(_run_state(session)), "gate_rows": len(session.gate_log)}
         return {}
 
     spec = long_video.RunSpec(files, LONG, str(tmp_path / "results"), opts.model, None, threads=1)
@@ -143,7 +139,7 @@ def test_what_the_evaluation_path_keeps_does_not_grow_with_the_video(tmp_path):
     # samples list gains one per sample)
     grown = {path: (short["containers"][path], size) for path, size in long["containers"].items()
              if size > short["containers"].get(path, size) + 8}
-    assert grown == {"tracker.gate_log": ((SHORT - 1) * OBJECTS, (LONG - 1) * OBJECTS)}
+    assert grown == {"session.gate_log": ((SHORT - 1) * OBJECTS, (LONG - 1) * OBJECTS)}
     walked = set(long["containers"])  # the walk reached the target models' memories and the prefetch queue
     assert any(".target_models[1].memory." in path for path in walked)
     assert any(path.endswith(".buffer.queue") for path in walked)
@@ -196,7 +192,7 @@ def test_a_video_frame_is_the_same_for_a_seed_and_its_objects_stay_in_view():
     (["--long-video", "30", "300", "--objects", "9"], ["--objects 9", "1 to 5"]),
     (["--long-video", "30", "300", "--size", "16x16"], ["--size 16x16"]),
     (["--long-video", "30", "300", "--threads", "0"], ["--threads 0"]),
-    (["--long-video", "30", "300", "--amp"], ["--amp", "--dev cuda"]),
+    (["--long-video", "30", "300", "--amp"], ["--amp", "bfloat16", "CUDA"]),
     (["--long-video", "30", "300", "--dev", "tpu"], ["--dev tpu"]),
     (["--long-video", "30", "300", "--model", "no/such.pth"], ["--model", "does not exist"]),
     (["--long-video", "30", "300", "--ftext", "resnet101"], ["--model", "is for resnet18"]),
@@ -205,7 +201,7 @@ def test_a_video_frame_is_the_same_for_a_seed_and_its_objects_stay_in_view():
     (["--model", "none"], ["--model", "only taken by --long-video"]),
     (["--tmp-dir", "."], ["--tmp-dir", "only taken by --long-video"]),
 ])
-def test_long_video_options_are_refused_before_anything_is_made(argv, words, capsys, tmp_path):
+def test_long_video_options_are_refused_before_anything_is_made(argv, words, capsys, tmp_path, cpu_without_bf16):
     argv = argv + ([] if "--tmp-dir" in argv else ["--tmp-dir", str(tmp_path)] if "--long-video" in argv else [])
     assert benchmark.main(argv) == 2
     out, err = capsys.readouterr()

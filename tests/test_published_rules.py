@@ -15,6 +15,7 @@ from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
 from models.merge import merge_objects
 from models.target_model import TargetModel
+from models.session import TrackingSession
 from models.tracker import Tracker
 from tests.square_video import square_video
 
@@ -90,12 +91,13 @@ def test_reuse_frames_do_not_advance_the_update_count_and_the_first_frame_does(p
     """Counts and refits per frame, with the gate forced: full, reuse, full, full, reuse, full."""
     backbone, net = parts
     plan = {1: False, 2: True, 3: False, 4: False, 5: True, 6: False}
-    tracker = Tracker(backbone, net, TrackerConfig(tau=0.7), force_reuse=lambda t, ids: [plan[t]] * len(ids))
     # every prediction enters memory (min_update_px 0) and a refit is due at every 2nd score call
-    tracker.tm_cfg = replace(tracker.tm_cfg, train_skipping=2, min_update_px=0)
+    tm_cfg = replace(TrackerConfig().target_model, train_skipping=2, min_update_px=0)
+    tracker = Tracker(backbone, net, TrackerConfig(tau=0.7, target_model_override=tm_cfg),
+                      force_reuse=lambda t, ids: [plan[t]] * len(ids))
     models, updates = [], []
-    fit = Tracker._fit_target_model
-    monkeypatch.setattr(Tracker, "_fit_target_model", lambda self, *a: models.append(fit(self, *a)) or models[-1])
+    fit = TrackingSession._fit_target_model
+    monkeypatch.setattr(TrackingSession, "_fit_target_model", lambda self, *a: models.append(fit(self, *a)) or models[-1])
     update = TargetModel.update
     monkeypatch.setattr(TargetModel, "update", lambda self, mask: updates.append(self.score_calls) or update(self, mask))
     frames, start_masks = _one_object_video()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import benchmark
-import models.tracker as tracker_module
+import models.session as tracker_module
 from lib.prefetch import prefetch
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TargetModelConfig, TrackerConfig
@@ -52,11 +52,11 @@ def _track(fold_bn: bool, **settings):
     # objects 1 and 2 reuse on every 4th frame, object 3 never: both paths, mixed batches, and
     # more than train_skipping full-path frames, so the filter updates run too
     force = lambda frame, ids: [frame % 4 == 0 and oid != 3 for oid in ids]  # noqa: E731
-    tracker = Tracker(backbone, _well_scaled_network(), TrackerConfig(tau=0.7, fast=True, **settings),
-                      force_reuse=force)
     # an untrained network's merged masks rarely reach the 10 confident pixels an update needs:
     # refit every 2nd score so that updates run on both paths
-    tracker.tm_cfg = replace(tracker.tm_cfg, train_skipping=2)
+    tm_cfg = replace(TrackerConfig(fast=True).target_model, train_skipping=2)
+    tracker = Tracker(backbone, _well_scaled_network(),
+                      TrackerConfig(tau=0.7, fast=True, target_model_override=tm_cfg, **settings), force_reuse=force)
     frames, start_masks = _video()
     probs, runs = [], []
     merge, optimise = tracker_module.merge_objects, TargetModel._optimise_filter
@@ -65,9 +65,9 @@ def _track(fold_bn: bool, **settings):
         probs.append(p.clone())
         return merge(p)
 
-    def counting_optimise(model):
+    def counting_optimise(model, *args):
         runs.append(model)
-        return optimise(model)
+        return optimise(model, *args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tracker_module, "merge_objects", recording_merge)

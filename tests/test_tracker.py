@@ -8,6 +8,7 @@ import torch
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
+from models.session import TrackingSession
 from models.tracker import Tracker
 from tests.square_video import square_video
 
@@ -69,7 +70,7 @@ def test_deep_half_runs_once_per_frame_for_all_objects(parts, monkeypatch):
     backbone, _ = parts
     frame_calls = []
     fitting = []  # deep-half calls made while fitting a target model on augmented images are not frame calls
-    original_deep, original_fit = backbone.deep, Tracker._fit_target_model
+    original_deep, original_fit = backbone.deep, TrackingSession._fit_target_model
 
     def counting_deep(layer3):
         if not fitting:
@@ -84,7 +85,7 @@ def test_deep_half_runs_once_per_frame_for_all_objects(parts, monkeypatch):
             fitting.pop()
 
     monkeypatch.setattr(backbone, "deep", counting_deep)
-    monkeypatch.setattr(Tracker, "_fit_target_model", flagged_fit)
+    monkeypatch.setattr(TrackingSession, "_fit_target_model", flagged_fit)
     tracker, _ = _run(parts, tau=1.0)
     # three objects all take the full path on every frame, yet the deep half runs once per frame
     assert frame_calls == [1] * T

@@ -6,7 +6,6 @@ half-written file, only the previous epoch's checkpoint.
 """
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from lib.interrupts import command_line

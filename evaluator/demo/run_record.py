@@ -4,8 +4,8 @@ interrupted demo continues it, and masks of other settings are never mixed with 
 `<output>/demo_run.json` = {"settings": ..., "finished": bool}, written and read as evaluate.py's
 `.run.json` is (evaluator.settings_record), with the same keys for the same settings (`model`,
 `model_sha256`, `backbone`, `backbone_weights`, `TH`, `schedule`) and the demo's own (`video`,
-`frames`, `start_mask`, `mask_frame`, `last_frame`). A run writes it, unfinished, before its first
-mask, and again, finished, after the overlay.
+`frames`, `masks`: "FRAME:fingerprint" of each given mask, `last_frame`). A run writes it, unfinished,
+before its first mask, and again, finished, after the overlay.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from evaluator.settings_record import differences, model_settings, read_record, 
 
 RECORD = "demo_run.json"
 MASKS = "masks"
+OBJECTS = "objects"  # --save-objects: objects/<id>/<frame>.png, one binary PNG per object and frame
 OVERLAY = "overlay.mp4"
 
 
@@ -36,6 +37,13 @@ class DemoOutput:
     @property
     def masks(self) -> Path:
         return self.folder / MASKS
+
+    @property
+    def objects(self) -> Path:
+        return self.folder / OBJECTS
+
+    def object_path(self, object_id: int, frame_name: str) -> Path:
+        return self.objects / str(object_id) / f"{frame_name}.png"
 
     @property
     def overlay(self) -> Path:
@@ -58,21 +66,23 @@ class DemoOutput:
 
 
 def labels_digest(labels: np.ndarray) -> str:
-    """A short fingerprint of the start mask's object ids ((H,W) uint8), as the run record keeps it."""
+    """A short fingerprint of a given mask's object ids ((H,W) uint8), as the run record keeps it."""
     digest = hashlib.sha256(str(labels.shape).encode())
     digest.update(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
     return digest.hexdigest()[:16]
 
 
-def demo_settings(video: Path, frames: int, labels: np.ndarray, start: int, stop: int, model_path: Path | None,
-                  backbone: str, backbone_weights: str, tau: float, fast: bool) -> dict:
+def demo_settings(video: Path, frames: int, given: list[tuple[int, np.ndarray]], stop: int,
+                  model_path: Path | None, backbone: str, backbone_weights: str, tau: float, fast: bool) -> dict:
     """What the masks of a demo run depend on, as demo_run.json records them.
 
-    The model file is identified by its contents (hashed here: call once per command), a backbone
-    weights file by its path; frames start..stop-1 are tracked.
+    given: (frame, (H,W) uint8 object ids) of each given mask. The model file is identified by its
+    contents (hashed here: call once per command), a backbone weights file by its path; frames
+    0..stop-1 are tracked.
     """
-    return {"video": str(video.resolve()), "frames": frames, "start_mask": labels_digest(labels),
-            "mask_frame": start, "last_frame": stop - 1, **model_settings(model_path), "backbone": backbone,
+    return {"video": str(video.resolve()), "frames": frames,
+            "masks": [f"{frame}:{labels_digest(labels)}" for frame, labels in given],
+            "last_frame": stop - 1, **model_settings(model_path), "backbone": backbone,
             "backbone_weights": weights_setting(backbone_weights), "TH": tau, "schedule": "fast" if fast else "full"}
 
 
@@ -85,8 +95,8 @@ def prepare(out: DemoOutput, settings: dict, overwrite: bool) -> bool:
     - Anything else (a finished run, a run of other settings, results without a record):
       `OutputInUse`, unless `overwrite`, which removes the masks, the overlay and the record first.
     """
-    masks = out.masks.is_dir() and any(out.masks.iterdir())
-    if not (masks or out.overlay.exists() or out.record.exists()):
+    written = any(folder.is_dir() and any(folder.iterdir()) for folder in (out.masks, out.objects))
+    if not (written or out.overlay.exists() or out.record.exists()):
         return False
     earlier = read_record(out.record)
     if not overwrite:
@@ -94,8 +104,9 @@ def prepare(out: DemoOutput, settings: dict, overwrite: bool) -> bool:
             return True
         raise OutputInUse(_in_use_message(out, earlier, settings))
     out.record.unlink(missing_ok=True)  # first: interrupted half-way, what is left is refused, never continued
-    if out.masks.is_dir():
-        shutil.rmtree(out.masks)
+    for folder in (out.masks, out.objects):
+        if folder.is_dir():
+            shutil.rmtree(folder)
     out.overlay.unlink(missing_ok=True)
     return False
 

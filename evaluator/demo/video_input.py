@@ -20,6 +20,7 @@ from lib.image_io import DAVIS_PALETTE, read_image
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VOID_LABEL = 255  # DAVIS marks uncertain pixels 255 in palette masks; they are not an object
+BACKWARD_STRETCH = 32  # frames of a video file decoded at a time when reading it backward
 
 
 class VideoInputError(ValueError):
@@ -56,6 +57,27 @@ class VideoInput:
                 raise VideoInputError(f"{self._frame_label(index)} is {image.shape[1]}x{image.shape[0]} but the "
                                       f"first frame is {self.size[1]}x{self.size[0]}: all frames must have one size")
             yield index, image
+
+    def frames_backward(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, image) for frames stop-1 down to start. A video file is decoded forward in stretches
+        of BACKWARD_STRETCH frames, the last stretch first (its frames held in memory meanwhile), because
+        seeking in compressed video is unreliable."""
+        stop = min(stop, len(self))
+        if self.frame_paths is not None:
+            for index in range(stop - 1, start - 1, -1):
+                yield index, self._checked(index, read_image(self.frame_paths[index]))
+            return
+        for first in range(max(start, stop - BACKWARD_STRETCH), start - BACKWARD_STRETCH, -BACKWARD_STRETCH):
+            first = max(first, start)
+            stretch = list(self.frames(first, stop))
+            stop = first
+            yield from reversed(stretch)
+
+    def _checked(self, index: int, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != self.size:
+            raise VideoInputError(f"{self._frame_label(index)} is {image.shape[1]}x{image.shape[0]} but the "
+                                  f"first frame is {self.size[1]}x{self.size[0]}: all frames must have one size")
+        return image
 
     def _folder_frames(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
         for index in range(start, stop):

@@ -30,7 +30,7 @@ import resource
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -44,7 +44,8 @@ from lib.devices import resolve_device, usable_cores
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
-from models.tracker import STAGES, Tracker
+from models.session import TrackingSession
+from models.tracker import STAGES, AmpUnavailable, Tracker, check_cpu_bf16
 
 # The issue's targets: (name, limit, comparison), checked on the measured ratios.
 MIX_TOLERANCE = 0.05  # |measured / ideal mix - 1| at every forced reuse rate
@@ -103,9 +104,11 @@ class BenchmarkOptions:
         if self.compare_bf16 and (self.amp or not self.device.startswith("cpu")):
             raise BenchmarkError("--compare-bf16 times CPU bfloat16 autocast against float32: use it with --dev cpu "
                                  "and without --amp")
-        if self.amp and not self.device.startswith("cuda"):
-            raise BenchmarkError("--amp is float16 autocast on CUDA: use it with --dev cuda "
-                                 "(for bfloat16 on the CPU, measure with --compare-bf16)")
+        if self.amp and self.device.startswith("cpu"):
+            try:
+                check_cpu_bf16()
+            except AmpUnavailable as err:
+                raise BenchmarkError(f"{err} (--compare-bf16 measures both precisions on any CPU)") from None
         try:
             resolve_device(self.device)
         except ValueError as err:
@@ -118,8 +121,8 @@ class GeneratedVideo:
     (deterministic per seed and frame index), so no video is held in memory.
 
     `frames(n)` yields (index, (H,W,3) uint8) for the first n frames and `start_masks(i)` gives the
-    discs' masks on frame 0: the two arguments Tracker.track takes. Making a frame happens before the
-    tracker receives it, outside its clock.
+    discs' masks on frame 0 (what a session's step takes on frame 0). Making a frame happens before the
+    session receives it, outside its clock.
     """
 
     def __init__(self, size: tuple[int, int], objects: int, seed: int) -> None:
@@ -263,7 +266,7 @@ class Config:
     rate: float
     schedule: str = "batched"
     by_stage: bool = False
-    bf16: bool = False  # CPU bfloat16 autocast (CpuBf16Tracker)
+    bf16: bool = False  # CPU bfloat16 (TrackerConfig.amp on the CPU)
 
 
 class Bench:
@@ -277,6 +280,7 @@ class Bench:
         self.net = GFRTM(NetworkConfig(backbone=opts.backbone)).to(self.device).eval()
         self.memory = PeakMemory(self.device)
         self._videos: dict[int, GeneratedVideo] = {}
+        self._trackers: dict[tuple[TrackerConfig, bool], Tracker] = {}
 
     def video(self, objects: int) -> GeneratedVideo:
         if objects not in self._videos:
@@ -302,12 +306,12 @@ class Bench:
         cfg = TrackerConfig(tau=0.7, amp=self.opts.amp, schedule=config.schedule)
         clock = StageClock(self.device) if config.by_stage and timed else None
         self.memory.reset()
-        tracker = self._track(cfg, config.rate, video.frames(frames), video.start_masks, clock, config.bf16)
+        session = self._track(cfg, config.rate, video.frames(frames), video.start_masks, clock, config.bf16)
         if not timed:
             return None
         peak = self.memory.read()
         stages = _stage_means(clock.frames) if clock is not None else {}
-        st = tracker.stats
+        st = session.stats
         return RunResult(st.later_frame_seconds, st.first_frame_seconds, st.reuse_rate,
                          st.deep_calls, peak, stages)
 
@@ -321,29 +325,20 @@ class Bench:
         return _stage_means(counter.frames)
 
     def _track(self, cfg: TrackerConfig, rate: float, frames, start_masks,
-               clock: StageClock | StageMacs | None, bf16: bool = False) -> Tracker:
-        kind = CpuBf16Tracker if bf16 else Tracker
-        tracker = kind(self.backbone, self.net, cfg, force_reuse=reuse_pattern(rate), timer=clock)
-        for _ in tracker.track(frames, start_masks):
+               clock: StageClock | StageMacs | None, bf16: bool = False) -> TrackingSession:
+        """One session over the frames, the gate's decisions forced at `rate`; returns the session (its stats)."""
+        if bf16:  # CPU bfloat16 (Tracker, cfg.amp): measured here on any CPU, native bfloat16 or not
+            cfg = replace(cfg, amp=True)
+        key = (cfg, bf16)
+        if key not in self._trackers:  # a bfloat16 tracker converts copies of the weights: once
+            self._trackers[key] = Tracker(self.backbone, self.net, cfg, allow_emulated_bf16=bf16)
+        session = self._trackers[key].session(force_reuse=reuse_pattern(rate), timer=clock)
+        for index, image in frames:
+            session.step(image, start_masks(index))
             if clock is not None:
                 clock.end_frame()
         _synchronize(self.device)
-        return tracker
-
-
-class CpuBf16Tracker(Tracker):
-    """The tracker under CPU bfloat16 autocast (backbone, matching, gate, target-model scores,
-    refinement, upsampler), for measuring only: the target models' GN-CG stays float32 as under any
-    autocast (models/target_model.py turns autocast off around it). The first-frame target-model fit
-    runs in float32: it is outside the per-frame times, and bfloat16 without hardware support would
-    only make the benchmark longer."""
-
-    def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-
-    def _fit_target_model(self, *args, **kwargs):
-        with torch.autocast("cpu", enabled=False):
-            return super()._fit_target_model(*args, **kwargs)
+        return session
 
 
 def prepare(opts: BenchmarkOptions) -> Bench:

@@ -1,7 +1,7 @@
 """float32 against CPU bfloat16 autocast: the logic behind `benchmark.py --compare-bf16`.
 
 Times the full path (every frame full) and the reuse path (every frame reused) of one object, by
-stage, in float32 and under bfloat16 autocast (evaluator.speed.benchmark.CpuBf16Tracker), the four
+stage, in float32 and in bfloat16 (the tracker's CPU --amp, here allowed on any CPU), the four
 configurations interleaved in rounds; each speed-up is the median over rounds of a ratio taken
 within a round. It also reports what the CPU offers for bfloat16: without avx512_bf16 or AMX,
 oneDNN emulates bfloat16 arithmetic and autocast is expected to be slower, not faster.
@@ -9,45 +9,17 @@ oneDNN emulates bfloat16 arithmetic and autocast is expected to be slower, not f
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Callable
 
-import torch
 
 from evaluator.speed.benchmark import BenchmarkOptions, Config, RunResult, _median, _settings, prepare
+from lib.devices import cpu_bf16_support
 from models.tracker import STAGES
 
 # `--amp` would be worth using bfloat16 on the CPU from this speed-up per frame on (float32 / bfloat16).
 BF16_SPEEDUP_MIN = 1.3
 PRECISIONS = ("float32", "bfloat16")
 PATHS = {"full": 0.0, "reuse": 1.0}  # path -> forced reuse rate
-CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # /proc/cpuinfo names
-
-
-def cpu_bf16_support(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """What this CPU and torch offer for bfloat16.
-
-    Returns {"flags": {flag: bool} for CPU_FLAGS (all False when cpuinfo cannot be read),
-    "cpuinfo_read": bool, "torch_cpu_capability": e.g. "AVX2", "onednn_bf16": oneDNN's own check or
-    None, "hardware_bf16": avx512_bf16 or amx_bf16}.
-    """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        text = None
-    present: set[str] = set()
-    for line in (text or "").splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            break
-    flags = {name: name in present for name in CPU_FLAGS}
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return {"flags": flags, "cpuinfo_read": text is not None,
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "onednn_bf16": bool(check()) if check is not None else None,
-            "hardware_bf16": flags["avx512_bf16"] or flags["amx_bf16"]}
-
-
 def _label(path: str, precision: str) -> str:
     return f"{path} path {precision}"
 

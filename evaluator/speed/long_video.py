@@ -8,7 +8,7 @@ as JPEG files to a temporary folder, with the first frame's annotation; the SHOR
 SHORT frames. Each length is then segmented in a process of its own (the peak resident set of a
 process only grows, so one process cannot measure both) by the evaluation path as evaluate.py runs
 it: a VideoSequence over the files, evaluator.runner.run_sequences with the tracker of
-evaluator.runner.build_tracker (frames decoded by the prefetch thread, palette PNG masks written,
+models.builder.build_tracker (frames decoded by the prefetch thread, palette PNG masks written,
 the sequence record saved). The network is the demo model (weights/demo_synthetic_rn18.pth) or,
 with `--model none`, an untrained network on the deterministic random backbone.
 
@@ -95,8 +95,13 @@ class LongVideoOptions:
                                  f"process may use), or leave it out for torch's choice")
         if self.seed < 0:
             raise BenchmarkError(f"--seed {self.seed}: seeds are >= 0")
-        if self.amp and not self.device.startswith("cuda"):
-            raise BenchmarkError("--amp is float16 autocast on CUDA: use it with --dev cuda")
+        if self.amp and self.device.startswith("cpu"):
+            from models.tracker import AmpUnavailable, check_cpu_bf16
+
+            try:
+                check_cpu_bf16()
+            except AmpUnavailable as err:
+                raise BenchmarkError(str(err)) from None
         try:
             resolve_device(self.device)
         except ValueError as err:
@@ -277,24 +282,26 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def memory_probe(tracker) -> dict:
+def memory_probe(session) -> dict:
     """The default sample: resident set now and at its peak (and CUDA's allocated memory)."""
     sample = {"rss_mib": rss_mib(), "peak_rss_mib": peak_rss_mib()}
-    if tracker.device.type == "cuda":
-        sample["device_mib"] = torch.cuda.memory_allocated(tracker.device) / 2**20
-        sample["device_peak_mib"] = torch.cuda.max_memory_allocated(tracker.device) / 2**20
+    if session.device.type == "cuda":
+        sample["device_mib"] = torch.cuda.memory_allocated(session.device) / 2**20
+        sample["device_peak_mib"] = torch.cuda.max_memory_allocated(session.device) / 2**20
     return sample
 
 
 def evaluate_frames(spec: RunSpec, probe: Callable[[object], dict] = memory_probe) -> dict:
     """Segment the first spec.frames frames as evaluate.py does (evaluator.runner) and return the figures.
 
-    `probe(tracker)` is called after the frames of sample_frames(), between frames (after the mask
-    is written, outside the tracker's clock); its dict joins that frame's sample.
+    `probe(session)` is called after the frames of sample_frames(), between frames (after the mask
+    is written, outside the session's clock); its dict joins that frame's sample.
     """
     from dataset.sequence import check_frames_readable, validate_start_annotations
     from evaluator.run_records import record_path
-    from evaluator.runner import build_tracker, load_network, run_sequences
+    from evaluator.runner import run_sequences
+    from models.builder import build_tracker, load_network
+    from models.config import TrackerConfig
 
     device = resolve_device(spec.device)
     if spec.threads is not None:
@@ -302,29 +309,27 @@ def evaluate_frames(spec: RunSpec, probe: Callable[[object], dict] = memory_prob
     net, trained_with = load_network(Path(spec.model) if spec.model else None, spec.backbone, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    tracker = build_tracker(net, trained_with, spec.tau, True, spec.amp, device)
+    tracker = build_tracker(net, trained_with, TrackerConfig(tau=spec.tau, fast=True, amp=spec.amp), device)
     seq = video_sequence(spec.video, spec.frames)
     check_frames_readable(seq.name, seq.image_paths)
     validate_start_annotations(seq)
     marks = set(sample_frames(spec.frames))
     samples: list[dict] = []
-    tracked = tracker.track
+    finished: dict = {}
 
-    def track(frames, start_masks):  # the tracker's own generator, sampled between frames
-        for result in tracked(frames, start_masks):
-            yield result
-            done = tracker.stats.frames
-            if done in marks:
-                samples.append({"frame": done, "tracking_seconds": tracker.stats.seconds,
-                                "cpu_seconds": time.process_time(), "load": os.getloadavg()[0], **probe(tracker)})
+    def sample(session, result) -> None:  # between frames, after the mask is written: outside the session's clock
+        finished["session"] = session
+        done = session.stats.frames
+        if done in marks:
+            samples.append({"frame": done, "tracking_seconds": session.stats.seconds,
+                            "cpu_seconds": time.process_time(), "load": os.getloadavg()[0], **probe(session)})
 
-    tracker.track = track
     out = Path(spec.out)
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    run_sequences(tracker, [seq], out, bars=spec.bars)
+    run_sequences(tracker, [seq], out, bars=spec.bars, after_frame=sample)
     wall = time.perf_counter() - started
-    st = tracker.stats
+    st = finished["session"].stats
     result = {
         "frames": st.frames,
         "pid": os.getpid(),
@@ -340,7 +345,7 @@ def evaluate_frames(spec: RunSpec, probe: Callable[[object], dict] = memory_prob
         "fps": st.fps,
         "reuse_rate": st.reuse_rate,
         "deep_calls": st.deep_calls,
-        "gate_rows": len(tracker.gate_log),
+        "gate_rows": len(finished["session"].gate_log),
         "masks": sum(1 for _ in (out / seq.name).glob("*.png")),
         "record_bytes": record_path(out, seq.name).stat().st_size,
         "wall_seconds": wall,
