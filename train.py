@@ -3,6 +3,7 @@
     python train.py --ftext resnet18 --dset all --name rn18_all             # DAVIS 2017 + YouTube-VOS 2018
     python train.py --dset yt2018 --m1 0.5 --name rn18_ytvos
     python train.py --dset synthetic --backbone-weights none --size 224x128 --max-epochs 20   # CPU demo
+    python train.py --dset folder --root my_videos --name mine              # your own videos (docs/own_data.md)
     torchrun --nproc_per_node=4 train.py --dset all --name rn18_all         # several GPUs (DDP)
 
 A run resumes from the latest `<checkpoints>/<name>/<name>_ep*.pth`; Ctrl-C or SIGTERM stops it with a

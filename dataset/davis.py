@@ -31,11 +31,19 @@ RESOLUTION = "480p"
 
 
 def check_davis_root(root: Path) -> None:
+    """`root` must hold JPEGImages/480p; a tree of the folder layout is pointed to the flags that read it."""
+    if root.is_file():
+        raise DatasetError(f"{root}: is a file, not a folder; point --davis-root at the folder holding JPEGImages/ "
+                           f"and Annotations/")
     if not root.is_dir():
         raise DatasetError(f"{root}: DAVIS root not found; point --davis-root at the folder holding JPEGImages/ "
                            f"and Annotations/")
     if not (root / "JPEGImages" / RESOLUTION).is_dir():
-        raise DatasetError(f"{root}: no JPEGImages/{RESOLUTION} folder; this is not a DAVIS root")
+        hint = ""
+        if (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir():
+            hint = (f"; it holds JPEGImages/<sequence>/ and Annotations/<sequence>/, the layout of your own videos: "
+                    f"read it with --dset folder --root {root}")
+        raise DatasetError(f"{root}: no JPEGImages/{RESOLUTION} folder; this is not a DAVIS root{hint}")
 
 
 def davis_split_path(root: Path, year: str, split: str) -> Path:

@@ -16,8 +16,9 @@ class EvalSetInfo:
     root_flag: the evaluate.py flag that sets its root ('--davis-root', '--ytvos-root', '--yt2019-root',
         '--mose-root', '--lvos-root' or '--root').
     scoring: 'davis' (the DAVIS rules: the objects of the first frame, every annotated frame scored),
-        'late-objects' (the objects of the annotations, which may start after frame 0; the annotated
-        frames are scored) or None (no ground truth: nothing is scored).
+        'late-objects' (each sequence's own objects, its `object_ids`: the ids its annotations hold,
+        which may start after frame 0; the annotated frames are scored) or None (no ground truth:
+        nothing is scored).
     submission: None, 'ytvos' (a zip of Annotations/<video>/<frame>.png for the written frames) or
         'davis' (a zip of <sequence>/<frame>.png at the zip's root, as the DAVIS server takes it).
     """

@@ -19,16 +19,18 @@ from dataset.ytvos import VALID_SETS, load_ytvos
 def eval_set_info(name: str, sequences: list[VideoSequence] | None = None) -> EvalSetInfo:
     """How set `name` is treated: its root flag, its scoring and its submission format.
 
-    Only 'folder' depends on the tree: its scoring is 'davis' when every frame of every loaded
-    sequence is annotated (`folder_is_fully_annotated`), else None. Pass the sequences
-    `load_eval_sequences` returned to get it; without them the scoring of 'folder' is None (not yet
-    known). Every other field, and every other set, is fixed by the name alone.
+    Only 'folder' depends on the tree: when every frame of every loaded sequence is annotated
+    (`folder_is_fully_annotated`) it is scored on each sequence's own objects, the ids present
+    ('late-objects': ids 1 and 7 are two objects, not seven as the DAVIS rule 1..max would make
+    them), else not at all (None). Pass the sequences `load_eval_sequences` returned to get it;
+    without them the scoring of 'folder' is None (not yet known). Every other field, and every
+    other set, is fixed by the name alone.
     """
     if name not in SET_INFO:
         raise DatasetError(f"unknown evaluation set {name!r}; choose one of {', '.join(EVAL_SETS)}")
     info = SET_INFO[name]
     if name == "folder" and sequences is not None and folder_is_fully_annotated(sequences):
-        return replace(info, scoring="davis")
+        return replace(info, scoring="late-objects")
     return info
 
 

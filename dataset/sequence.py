@@ -10,6 +10,7 @@ import numpy as np
 
 from dataset.errors import DatasetError
 from lib.image_io import read_image, read_image_size, read_label_png
+from lib.user_masks import MaskReading
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VOID_LABEL = 255  # never an object id
@@ -99,6 +100,8 @@ class VideoSequence:
     """A video to segment: frames on disk, annotation PNGs, and when each object first appears.
 
     Frames are read from disk when asked for (nothing is kept). Labels are (H, W) uint8 object ids.
+    The data sets' annotations are read as they store them (lib.image_io.read_label_png); a folder
+    of the user's own masks gives `mask_reading`, the one way all masks of this video are read.
     """
 
     name: str
@@ -109,6 +112,7 @@ class VideoSequence:
     start_frames: dict[int, int]  # object id -> index of the frame where it first appears
     merge_objects: bool = False  # DAVIS 2016: every non-zero label is object 1
     output_frames: list[int] | None = None  # frames whose masks a run writes; None = every frame
+    mask_reading: MaskReading | None = None  # the user's own masks (folder set); None: a data set's format
 
     def __post_init__(self) -> None:
         if len(self.frame_names) != len(self.image_paths):
@@ -141,12 +145,16 @@ class VideoSequence:
         """Frame i as (H, W, 3) uint8 RGB."""
         return read_image(self.image_paths[i])
 
+    def read_labels(self, path: Path) -> np.ndarray:
+        """One of this sequence's annotation files as (H, W) uint8 ids, as they are stored (no merging)."""
+        return self.mask_reading.read(path) if self.mask_reading is not None else read_label_png(path)
+
     def annotation(self, i: int) -> np.ndarray:
         """Labels of annotated frame i, (H, W) uint8 (0/1 when merge_objects)."""
         path = self.annotation_paths.get(i)
         if path is None:
             raise DatasetError(f"{self.name}: frame {i} ({self.frame_names[i]}) has no annotation")
-        labels = read_label_png(path)
+        labels = self.read_labels(path)
         frame_size = self.frame_size(i)
         if labels.shape != tuple(frame_size):
             raise DatasetError(
@@ -180,7 +188,7 @@ def validate_start_annotations(seq: VideoSequence, known_ids: set[int] | None = 
     """
     for frame in sorted(set(seq.start_frames.values())):
         path = seq.annotation_paths[frame]
-        labels = read_label_png(path)
+        labels = seq.read_labels(path)
         frame_size = read_image_size(seq.image_paths[frame])
         if labels.shape != tuple(frame_size):
             raise DatasetError(

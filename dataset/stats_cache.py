@@ -10,6 +10,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -62,12 +63,15 @@ def count_pixels(annotations: list[Path], images: list[Path] | None = None) -> P
 
 
 def cached_pixel_counts(cache_dir: str | Path, tag: str, sequences: dict[str, list[Path]], workers: int = 4,
-                        images: dict[str, list[Path]] | None = None) -> dict[str, PixelCounts]:
+                        images: dict[str, list[Path]] | None = None,
+                        pending: list[Callable[[], None]] | None = None) -> dict[str, PixelCounts]:
     """Pixel counts of every sequence ({name: annotation paths}), from the cache when it is current.
 
     `tag` names the dataset in the cache file name (e.g. 'davis2017-train'). A cache file that
     cannot be read is recomputed and rewritten, never fatal. With `images` ({name: frame paths}
-    in parallel), annotation sizes are checked against their frames while counting.
+    in parallel), annotation sizes are checked against their frames while counting. With `pending`,
+    the new cache file is not written but the function that writes it is appended there: a caller
+    that may still refuse the data writes nothing until it has accepted it.
     """
     cache_dir = Path(cache_dir)
     _check_cache_dir(cache_dir)
@@ -83,7 +87,11 @@ def cached_pixel_counts(cache_dir: str | Path, tag: str, sequences: dict[str, li
     counts = dict(zip(names, results))
     payload = {"version": STATS_VERSION, "fingerprint": key,
                "sequences": {n: {str(o): c.tolist() for o, c in counts[n].items()} for n in names}}
-    atomic_write_text(path, json.dumps(payload, separators=(",", ":")))
+    write = lambda: atomic_write_text(path, json.dumps(payload, separators=(",", ":")))  # noqa: E731
+    if pending is None:
+        write()
+    else:
+        pending.append(write)
     return counts
 
 

@@ -1,4 +1,4 @@
-"""Training samples: DAVIS 2017 train, YouTube-VOS 2018 train, both, or synthetic data.
+"""Training samples: DAVIS 2017 train, YouTube-VOS 2018 train, both, synthetic data, or a folder of one's own videos.
 
 One item is one object of one sequence seen in `seq_len` frames: a first frame where the object
 is visible, then seq_len-1 other annotated frames of the sequence drawn at random without
@@ -9,6 +9,9 @@ of annotated frames ('frames') and as the numbers in their annotation file names
 
 Epochs: every DAVIS (sequence, object) pair appears davis_repeats times; YouTube-VOS contributes
 ytvos_samples pairs drawn at random from sequences with at least seq_len + 2 annotated frames.
+A folder (the layout evaluate.py's folder set reads, read by the same code) is sampled as DAVIS when
+every frame of every sequence is annotated, as YouTube-VOS otherwise; its objects are all the ids
+its annotations hold, each usable from the frames where it is visible (so objects may start late).
 The epoch's list is shuffled. Everything random is drawn from (seed, epoch) for the list and
 (seed, epoch, item index) for an item's frames, so an item does not depend on worker order and
 the loader needs no shuffling of its own (use shuffle=False for exact reproducibility).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -27,13 +31,15 @@ from torch.utils.data import Dataset
 
 from dataset.davis import RESOLUTION, check_davis_root, davis_split_path
 from dataset.errors import DatasetError
+from dataset.folder import FolderSequence, scan_folder
 from dataset.sequence import IMAGE_SUFFIXES, list_frame_files, read_name_list, select_names
 from dataset.stats_cache import PixelCounts, cached_pixel_counts
 from dataset.ytvos import check_ytvos_root
 from lib.image_io import read_image, read_label_png
+from lib.user_masks import MaskReading
 from models.config import TrainConfig
 
-TRAINING_SETS = ("all", "dv2017", "ytvos2018", "yt2018", "synthetic")
+TRAINING_SETS = ("all", "dv2017", "ytvos2018", "yt2018", "synthetic", "folder")
 
 
 def visible_frames(counts: np.ndarray, min_px: int, min_fraction: float) -> np.ndarray:
@@ -47,20 +53,31 @@ def visible_frames(counts: np.ndarray, min_px: int, min_fraction: float) -> np.n
 
 @dataclass
 class TrainingSequence:
-    """A training video: its annotated frames (images and labels in parallel) and per-object pixel counts."""
+    """A training video: its annotated frames (images and labels in parallel) and per-object pixel counts.
+
+    frame_numbers name the frames for the target-model cache and in messages: by default the numbers
+    in the annotation file names; a folder of one's own passes them (see `folder_frame_numbers`).
+    mask_reading: how the user's own masks are read (folder); None for the data sets' label PNGs.
+    """
 
     name: str
     image_paths: list[Path]
     annotation_paths: list[Path]
     pixel_counts: PixelCounts
-    frame_numbers: list[int] = field(init=False)  # of the annotation files, in the order of annotation_paths
+    frame_numbers: list[int] = field(default_factory=list)  # in the order of annotation_paths
+    mask_reading: MaskReading | None = None
 
     def __post_init__(self) -> None:
-        # the target-model cache and error messages name frames by these numbers
-        self.frame_numbers = [frame_number(p) for p in self.annotation_paths]
+        if not self.frame_numbers:
+            self.frame_numbers = [frame_number(p) for p in self.annotation_paths]
 
     def __len__(self) -> int:
         return len(self.image_paths)
+
+    def labels(self, k: int) -> np.ndarray:
+        """(H, W) uint8 ids of annotated frame k."""
+        path = self.annotation_paths[k]
+        return self.mask_reading.read(path) if self.mask_reading is not None else read_label_png(path)
 
 
 def frame_number(annotation: Path) -> int:
@@ -142,7 +159,7 @@ class TrainingSamples(Dataset):
         images, labels = [], []
         for f in frames:
             image = read_image(seq.image_paths[f])
-            label = read_label_png(seq.annotation_paths[f])
+            label = seq.labels(f)
             if label.shape != image.shape[:2]:
                 raise DatasetError(f"{seq.annotation_paths[f]}: annotation is {label.shape[1]}x{label.shape[0]} but "
                                    f"its frame {seq.image_paths[f]} is {image.shape[1]}x{image.shape[0]} (WxH); "
@@ -209,10 +226,30 @@ def ytvos_training_folders(root: Path, split_file: str | Path | None = None) -> 
     return folders
 
 
+def folder_frame_numbers(names: list[str]) -> list[int]:
+    """How a folder sequence's frames are numbered for the target-model cache: the numbers in the frame
+    names when every name is a number and no two are equal (00035 -> 35, as in the data sets), otherwise
+    each frame's position in the sequence (0 for the first, in name order: frame_a, frame_b -> 0, 1)."""
+    if all(n.isascii() and n.isdigit() for n in names) and len({int(n) for n in names}) == len(names):
+        return [int(n) for n in names]
+    return list(range(len(names)))
+
+
+def _folder_training_sequence(scan: FolderSequence) -> TrainingSequence:
+    """A folder sequence's annotated frames, with the pixel counts of every object its annotations hold."""
+    seq, frames = scan.sequence, scan.sequence.annotated_frames
+    per_frame = [seq.mask_reading.object_pixels(scan.contents[i]) for i in frames]
+    ids = sorted(set().union(*per_frame))
+    counts = {oid: np.array([pixels.get(oid, 0) for pixels in per_frame], np.int64) for oid in ids}
+    numbers = folder_frame_numbers(seq.frame_names)
+    return TrainingSequence(seq.name, [seq.image_paths[i] for i in frames], [seq.annotation_paths[i] for i in frames],
+                            counts, [numbers[i] for i in frames], seq.mask_reading)
+
+
 def _sequences_with_counts(folders: dict[str, tuple[list[Path], list[Path]]], cache_dir, tag: str,
-                           workers: int) -> list[TrainingSequence]:
+                           workers: int, pending: list[Callable[[], None]]) -> list[TrainingSequence]:
     counts = cached_pixel_counts(cache_dir, tag, {n: a for n, (_, a) in folders.items()}, workers,
-                                 images={n: i for n, (i, _) in folders.items()})
+                                 images={n: i for n, (i, _) in folders.items()}, pending=pending)
     return [TrainingSequence(n, images, annotations, counts[n]) for n, (images, annotations) in folders.items()]
 
 
@@ -225,13 +262,16 @@ def _pairs(sequences: list[TrainingSequence], offset: int, min_frames: int, cfg:
 
 def build_training_set(dset: str, davis_root: str | Path | None, ytvos_root: str | Path | None, cfg: TrainConfig,
                        cache_dir: str | Path, split: str = "train",
-                       ytvos_split_file: str | Path | None = None) -> TrainingSamples:
-    """The training samples of `dset` ('all', 'dv2017', 'ytvos2018' or its alias 'yt2018', 'synthetic').
+                       ytvos_split_file: str | Path | None = None,
+                       folder_root: str | Path | None = None) -> TrainingSamples:
+    """The training samples of `dset` ('all', 'dv2017', 'ytvos2018' or its alias 'yt2018', 'synthetic', 'folder').
 
     'synthetic' reads a DAVIS-layout root (made by dataset.synthetic) exactly like 'dv2017'.
     `split` names the DAVIS list (ImageSets/2017/<split>.txt); `ytvos_split_file` optionally
     restricts YouTube-VOS train/ to the videos it lists (e.g. dataset/splits/ytvos_jjtrain.txt, which keeps
-    the yt2018jjval videos out of training). Pixel statistics are cached under `cache_dir`.
+    the yt2018jjval videos out of training). 'folder' reads `folder_root` as evaluate.py's folder set
+    does (every annotation is read up front, so its pixel counts need no cache). Pixel statistics are
+    cached under `cache_dir`, written only once the whole set is accepted (a refused set writes nothing).
     """
     if dset not in TRAINING_SETS:
         raise DatasetError(f"unknown training set {dset!r}; choose one of {', '.join(TRAINING_SETS)}")
@@ -239,22 +279,41 @@ def build_training_set(dset: str, davis_root: str | Path | None, ytvos_root: str
         raise DatasetError(f"seq_len must be at least 2, got {cfg.seq_len}")
     sequences: list[TrainingSequence] = []
     sources: list[PairSource] = []
+    pending: list[Callable[[], None]] = []  # cache writes, made once every check has passed
+    rule = (f"sequences need at least seq_len={cfg.seq_len} annotated frames (YouTube-VOS: seq_len + 2) and "
+            f"objects a frame with at least {cfg.min_visible_px} pixels")
     if dset in ("all", "dv2017", "synthetic"):
         if davis_root is None:
             raise DatasetError(f"--dset {dset} needs the DAVIS root (--davis-root)")
         tag = ("synthetic" if dset == "synthetic" else "davis2017") + f"-{split}"
-        davis = _sequences_with_counts(davis_training_folders(Path(davis_root), split), cache_dir, tag, cfg.workers)
+        davis = _sequences_with_counts(davis_training_folders(Path(davis_root), split), cache_dir, tag, cfg.workers,
+                                       pending)
         sources.append(PairSource(_pairs(davis, 0, cfg.seq_len, cfg), repeats=cfg.davis_repeats))
         sequences += davis
     if dset in ("all", "ytvos2018", "yt2018"):
         if ytvos_root is None:
             raise DatasetError(f"--dset {dset} needs the YouTube-VOS root (--ytvos-root)")
         ytvos = _sequences_with_counts(ytvos_training_folders(Path(ytvos_root), ytvos_split_file), cache_dir,
-                                       "ytvos2018-train", cfg.workers)
+                                       "ytvos2018-train", cfg.workers, pending)
         sources.append(PairSource(_pairs(ytvos, len(sequences), cfg.seq_len + 2, cfg), samples=cfg.ytvos_samples))
         sequences += ytvos
+    if dset == "folder":
+        if folder_root is None:
+            raise DatasetError("--dset folder needs --root DIR, the folder holding JPEGImages/<sequence>/ and "
+                               "Annotations/<sequence>/")
+        scans = scan_folder(Path(folder_root))
+        sequences = [_folder_training_sequence(scan) for scan in scans]
+        if all(len(scan.sequence.annotated_frames) == len(scan.sequence) for scan in scans):  # as DAVIS
+            sources.append(PairSource(_pairs(sequences, 0, cfg.seq_len, cfg), repeats=cfg.davis_repeats))
+            rule = (f"every frame is annotated, so it is sampled as DAVIS: sequences need at least seq_len="
+                    f"{cfg.seq_len} frames and objects a frame with at least {cfg.min_visible_px} pixels")
+        else:
+            sources.append(PairSource(_pairs(sequences, 0, cfg.seq_len + 2, cfg), samples=cfg.ytvos_samples))
+            rule = (f"some frames have no annotation, so it is sampled as YouTube-VOS: sequences need at least "
+                    f"seq_len + 2 = {cfg.seq_len + 2} annotated frames and objects a frame with at least "
+                    f"{cfg.min_visible_px} pixels")
     if not any(source.pairs for source in sources):
-        raise DatasetError(f"--dset {dset}: no (sequence, object) pair qualifies: sequences need at least seq_len="
-                           f"{cfg.seq_len} annotated frames (YouTube-VOS: seq_len + 2) and objects a frame with at "
-                           f"least {cfg.min_visible_px} pixels")
+        raise DatasetError(f"--dset {dset}: no (sequence, object) pair qualifies: {rule}")
+    for write in pending:
+        write()
     return TrainingSamples(sequences, sources, cfg)

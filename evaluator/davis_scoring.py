@@ -20,7 +20,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -106,9 +106,13 @@ def score_listed_sequences(results_dir: str | os.PathLike,
                            sequences: Sequence[tuple[str, list[str], list[Path]]],
                            object_ids: dict[str, list[int]] | None = None,
                            progress: bool = True,
-                           merge_objects: bool = False) -> list[SequenceScores]:
+                           merge_objects: bool = False,
+                           gt_readers: dict[str, Callable[[Path], np.ndarray]] | None = None) -> list[SequenceScores]:
     """`score_results_folder` without the up-front folder check: for a share of a folder that
-    `check_results_folder` has already checked (several processes score one folder)."""
+    `check_results_folder` has already checked (several processes score one folder).
+
+    gt_readers: name -> how that sequence's ground-truth files are read (the user's own masks of the
+    folder set); without it, or for a name it lacks, they are label PNGs (`read_label_png`)."""
     results_dir = Path(results_dir)
     if object_ids is not None:
         lacking = [name for name, _, _ in sequences if name not in object_ids]
@@ -119,8 +123,9 @@ def score_listed_sequences(results_dir: str | os.PathLike,
     off = {} if progress else {"disable": True}  # when on, tqdm's own default (and TQDM_DISABLE) applies
     with tqdm(total=len(sequences), desc="scoring", unit="seq", leave=False, **off) as bar:
         for name, frames, gt_paths in sequences:
-            first = _read_labels([gt_paths[0]], merge_objects)[0]
-            gt = _read_labels(gt_paths[1:-1], merge_objects)
+            read_gt = (gt_readers or {}).get(name, read_label_png)
+            first = _read_labels([gt_paths[0]], merge_objects, read_gt)[0]
+            gt = _read_labels(gt_paths[1:-1], merge_objects, read_gt)
             res = _read_labels([results_dir / name / f"{frame}.png" for frame in frames[1:-1]], merge=False)
             merged = []
             if merge_objects:
@@ -161,11 +166,12 @@ def check_results_folder(results_dir: str | os.PathLike,
                            f"every annotated frame except the first and last of each sequence needs a PNG")
 
 
-def _read_labels(paths: Sequence[Path], merge: bool) -> np.ndarray:
-    """Read label PNGs into a (T, H, W) uint8 stack; frames of different sizes are an error."""
+def _read_labels(paths: Sequence[Path], merge: bool,
+                 read: Callable[[Path], np.ndarray] = read_label_png) -> np.ndarray:
+    """Read label PNGs (with `read`) into a (T, H, W) uint8 stack; frames of different sizes are an error."""
     frames = []
     for path in paths:
-        labels = read_label_png(path)
+        labels = read(path)
         if frames and labels.shape != frames[0].shape:
             raise ScoringError(f"{path}: size {labels.shape} differs from {frames[0].shape} of {paths[0]}")
         frames.append(labels)

@@ -101,7 +101,8 @@ def score_sequences(scoring: str, sequences: list[VideoSequence], results_dir: P
     object_ids = {s.name: s.object_ids for s in sequences} if scoring == "late-objects" else None
     merge = any(s.merge_objects for s in sequences)
     return score_listed_sequences(results_dir, scoring_items(sequences), object_ids=object_ids,
-                                  progress=progress, merge_objects=merge)
+                                  progress=progress, merge_objects=merge,
+                                  gt_readers={s.name: s.read_labels for s in sequences})
 
 
 def write_scores(set_name: str, scores: list[SequenceScores], csv_dir: Path) -> dict:

@@ -342,7 +342,9 @@ def test_a_fully_annotated_folder_is_read_exactly_like_dv2017val(davis_root, tmp
         assert a.image_paths[0].parent == folder / "JPEGImages" / a.name
     assert as_folder[0].object_ids == [1, 2, 3]
     assert folder_is_fully_annotated(as_folder)
-    assert eval_set_info("folder", as_folder).scoring == "davis" == eval_set_info("dv2017val").scoring
+    # scored on each sequence's own objects (the ids present), which are DAVIS's 1..max here
+    assert eval_set_info("folder", as_folder).scoring == "late-objects"
+    assert eval_set_info("dv2017val").scoring == "davis"
 
 
 def test_a_fully_annotated_folder_takes_the_objects_of_its_first_frame_only(tmp_path):
@@ -379,8 +381,9 @@ def test_a_sparsely_annotated_folder_scans_its_annotations_and_is_not_scored(dav
     assert [s.name for s in seqs] == ["synth000", "walk"]
     _assert_same_sequence(seqs[0], load_eval_sequences("dv2017val", davis_root, sequences=["synth000"])[0])
     assert eval_set_info("folder", seqs).scoring is None
-    assert eval_set_info("folder", seqs[:1]).scoring == "davis"
-    assert eval_set_info("folder", load_eval_sequences("folder", root, sequences=["synth000"])).scoring == "davis"
+    assert eval_set_info("folder", seqs[:1]).scoring == "late-objects"
+    assert eval_set_info("folder", load_eval_sequences("folder", root, sequences=["synth000"])).scoring == \
+        "late-objects"
 
 
 def test_folder_errors(davis_root, tmp_path):
@@ -423,5 +426,5 @@ def test_real_davis_sequences_in_the_folder_layout_match_dv2017val(tmp_path):
     assert [s.name for s in as_folder] == ["blackswan", "car-shadow", "kite-surf"] == [s.name for s in as_davis]
     for a, b in zip(as_folder, as_davis):
         _assert_same_sequence(a, b)
-    assert eval_set_info("folder", as_folder).scoring == "davis"
+    assert eval_set_info("folder", as_folder).scoring == "late-objects"
     assert read_label_png(as_folder[2].annotation_paths[0]).max() == 3

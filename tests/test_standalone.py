@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from dataset.ytvos import JJTRAIN_SPLIT, JJVALID_SPLIT
 ROOT = Path(__file__).resolve().parents[1]
 # The modules that must not become importable from everywhere by installing the project.
 TOP_LEVEL = ("evaluate", "train", "demo", "benchmark", "lib", "models", "dataset", "trainer", "evaluator")
+# What the install alone provides is checked in Pythons that do not inherit the caller's PYTHONPATH (which
+# may well name this repository: it would make every module importable whatever the install does).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def _names(path: Path) -> list[str]:
@@ -91,7 +95,8 @@ def test_install_brings_the_requirements_and_no_importable_module(tmp_path):
     for name in ("setup.py", "pyproject.toml"):
         (project / name).write_bytes((ROOT / name).read_bytes())
     script = f"from setuptools import build_meta; print(build_meta.build_editable({str(tmp_path / 'wheel')!r}))"
-    run = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", script], cwd=project, env=CLEAN_ENV, capture_output=True, text=True,
+                         timeout=120)
     assert run.returncode == 0, run.stderr
     wheel = tmp_path / "wheel" / run.stdout.strip().splitlines()[-1]
     with zipfile.ZipFile(wheel) as archive:
@@ -112,7 +117,7 @@ def test_install_brings_the_requirements_and_no_importable_module(tmp_path):
     zipfile.ZipFile(wheel).extractall(site_dir)
     probe = (f"import importlib.util, site; site.addsitedir({str(site_dir)!r}); "
              f"print([m for m in {TOP_LEVEL!r} if importlib.util.find_spec(m) is not None])")
-    found = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60)
+    found = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=CLEAN_ENV, capture_output=True,
+                           text=True, timeout=60)
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == "[]"

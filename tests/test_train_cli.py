@@ -12,7 +12,7 @@ from models.config import NetworkConfig
 from models.gfrtm import GFRTM
 from train import main, paths
 from trainer.checkpoints import epoch_checkpoints, prune_checkpoints
-from trainer.loop import check_before_training
+from trainer.loop import check_before_training, record_cache_index
 from trainer.options import TrainingError, build_parser, parse_options
 
 KEY_TABLE = Path(__file__).resolve().parents[1] / "weights" / "checkpoint_keys_resnet18.tsv"
@@ -173,7 +173,9 @@ def test_help_shows_zero_defaults():
 
 
 def test_a_cache_of_another_frame_size_or_other_synthetic_videos_is_refused(tmp_path, capsys):
-    check_before_training(parse_options(_argv(tmp_path), paths), 1)  # writes the cache index of 112x64
+    opts = parse_options(_argv(tmp_path), paths)
+    check_before_training(opts, 1)
+    record_cache_index(opts)  # the cache index of 112x64, as a run writes it once its data is accepted
     assert (tmp_path / "tmcache" / "resnet18-c32_gTrue" / "cache_info.json").is_file()
     for flags, key in ((["--size", "128x64"], "image_size"), (["--synthetic-videos", "3"], "synthetic_data")):
         assert main(_argv(tmp_path, "--max-epochs", "1", "--name", "other", *flags)) == 2

@@ -238,6 +238,13 @@ def check_before_training(opts: TrainOptions, world_size: int) -> None:
     # the videos are generated unless a finished synthetic dataset is already there (which is only read)
     if cfg.dset == "synthetic" and not (opts.synthetic_root / MANIFEST).is_file():
         check_writable(opts.synthetic_root, "--synthetic-root")
+    cache.check_info(training_cache_info(opts), write=False)  # recorded once the data is accepted (_train)
+
+
+def record_cache_index(opts: TrainOptions) -> None:
+    """Write the cache index of this run into a cache that has none (once the training data is accepted)."""
+    cfg = opts.cfg
+    cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
     cache.check_info(training_cache_info(opts), write=True)
 
 
@@ -248,7 +255,10 @@ def training_cache_info(opts: TrainOptions) -> dict:
     if cfg.dset == "synthetic":
         synthetic = {"videos": cfg.synthetic_videos, "frames": cfg.synthetic_frames, "seed": cfg.synthetic_seed,
                      "size": list(cfg.image_size), "max_objects": cfg.synthetic_max_objects}
-    return cache_info(cfg.backbone, opts.backbone_weights, cfg.target_model, cfg.image_size, synthetic)
+    info = cache_info(cfg.backbone, opts.backbone_weights, cfg.target_model, cfg.image_size, synthetic)
+    if cfg.dset == "folder":  # one's own sequence names (video1, ...) would otherwise meet other folders' models
+        info["folder_root"] = str(opts.paths.folder_root.resolve())
+    return info
 
 
 def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
@@ -263,6 +273,7 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset = _training_set(opts, info)
+    distributed.on_main(lambda: record_cache_index(opts), info)  # only now: a refused tree leaves no index behind
 
     trainer = Trainer(opts, info, refiner_init)
     sampler = EpochSampler(dataset, info, cfg.seed, cfg.epoch_samples)
@@ -309,7 +320,8 @@ def _training_set(opts: TrainOptions, info: DistInfo):
             size=cfg.image_size, seed=cfg.synthetic_seed, max_objects=cfg.synthetic_max_objects, split="train"), info)
     build = lambda: build_training_set(cfg.dset, davis_root, opts.paths.ytvos_root, cfg,  # noqa: E731
                                        opts.dataset_stats_dir, split="train",
-                                       ytvos_split_file=opts.paths.ytvos_split_file)
+                                       ytvos_split_file=opts.paths.ytvos_split_file,
+                                       folder_root=opts.paths.folder_root)
     dataset = distributed.on_main(build, info)  # rank 0 caches the pixel statistics: the others just read them
     return dataset if dataset is not None else build()
 

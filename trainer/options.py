@@ -11,7 +11,7 @@ from lib.devices import resolve_device
 from lib.arg_types import parse_frame_size
 from models.config import BACKBONES, TrainConfig
 
-DSETS = ("all", "dv2017", "ytvos2018", "synthetic")
+DSETS = ("all", "dv2017", "ytvos2018", "synthetic", "folder")
 DSET_ALIASES = {"yt2018": "ytvos2018"}
 
 
@@ -30,6 +30,7 @@ class RunPaths:
     tmcache: Path
     synthetic_root: Path | None = None  # --dset synthetic: where the generated videos live
     ytvos_split_file: Path | None = None  # only these YouTube-VOS train/ videos (e.g. dataset/splits/ytvos_jjtrain.txt)
+    folder_root: Path | None = None  # --dset folder: the tree of one's own videos (--root)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
                                   "(default: gfrtm_<ftext>_<dset>)")
     p.add_argument("--ftext", choices=BACKBONES, default=d.backbone, help="backbone")
     p.add_argument("--dset", choices=DSETS + tuple(DSET_ALIASES), default=d.dset,
-                   help="training data: DAVIS 2017 train, YouTube-VOS 2018 train, both (all), or generated "
-                        "synthetic videos; yt2018 = ytvos2018")
+                   help="training data: DAVIS 2017 train, YouTube-VOS 2018 train, both (all), generated "
+                        "synthetic videos, or your own videos (folder, with --root); yt2018 = ytvos2018")
     p.add_argument("--dev", help="device, e.g. cuda:0 or cpu (default: cuda:0 when CUDA exists; under torchrun "
                                  "cuda:LOCAL_RANK)")
     p.add_argument("--m1", type=float, default=d.m1,
@@ -119,6 +120,8 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--davis-root", help=f"DAVIS 2017 trainval root; overrides paths['dv2017'] ({paths['dv2017']})")
     p.add_argument("--ytvos-root", help=f"YouTube-VOS 2018 root (with train/); overrides paths['ytvos2018'] "
                                         f"({paths['ytvos2018']})")
+    p.add_argument("--root", help="--dset folder: the folder holding JPEGImages/<sequence>/ and "
+                                  "Annotations/<sequence>/ (your own videos; docs/own_data.md)")
     p.add_argument("--checkpoints", help=f"checkpoint folder; overrides paths['checkpoints'] ({paths['checkpoints']})")
     p.add_argument("--tensorboard", help=f"TensorBoard folder; overrides paths['tensorboard'] ({paths['tensorboard']})")
     p.add_argument("--tmcache", help=f"target-model cache folder; overrides paths['tmcache'] ({paths['tmcache']})")
@@ -187,6 +190,7 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
         tmcache=Path(args.tmcache or paths["tmcache"]),
         synthetic_root=Path(args.synthetic_root) if args.synthetic_root else None,
         ytvos_split_file=Path(args.ytvos_split_file) if args.ytvos_split_file else None,
+        folder_root=Path(args.root) if args.root else None,
     )
     weights = args.backbone_weights
     if weights not in ("imagenet", "none"):
@@ -224,9 +228,11 @@ def check_dataset_roots(opts: TrainOptions) -> None:
         needed.append((opts.paths.davis_root, "--davis-root", "dv2017", "DAVIS 2017 trainval"))
     if dset in ("ytvos2018", "all"):
         needed.append((opts.paths.ytvos_root, "--ytvos-root", "ytvos2018", "YouTube-VOS 2018"))
+    check_folder_flags(dset, opts.paths.folder_root)
     for root, flag, key, what in needed:
         if not root.is_dir():
-            raise TrainingError(f"{what} not found at {root}: pass {flag} or set paths['{key}'] in train.py "
+            found = "is a file at" if root.is_file() else "not found at"
+            raise TrainingError(f"{what} {found} {root}: pass {flag} or set paths['{key}'] in train.py "
                                 f"(--dset {dset} needs it; --dset synthetic needs no download)")
     split = opts.paths.ytvos_split_file
     if split is not None:
@@ -236,6 +242,24 @@ def check_dataset_roots(opts: TrainOptions) -> None:
         if not split.is_file():
             raise TrainingError(f"--ytvos-split-file {split}: no such file; pass a list of train/ video names, "
                                 f"one per line (e.g. dataset/splits/ytvos_jjtrain.txt)")
+
+
+def check_folder_flags(dset: str, root: Path | None) -> None:
+    """--root goes with --dset folder, and --dset folder needs a --root that is a folder."""
+    if dset != "folder":
+        if root is not None:
+            raise TrainingError(f"--root {root}: only --dset folder reads it (--dset {dset} reads its own root flag); "
+                                f"pass --dset folder to train on that tree")
+        return
+    if root is None:
+        raise TrainingError("--dset folder needs --root DIR, the folder holding JPEGImages/<sequence>/ and "
+                            "Annotations/<sequence>/")
+    if root.is_file():
+        raise TrainingError(f"--root {root}: is a file, not a folder; pass the folder holding JPEGImages/<sequence>/ "
+                            f"and Annotations/<sequence>/")
+    if not root.is_dir():
+        raise TrainingError(f"--root {root}: not found; pass the folder holding JPEGImages/<sequence>/ and "
+                            f"Annotations/<sequence>/")
 
 
 def check_read_only_cache(root: Path, folder: Path) -> None:

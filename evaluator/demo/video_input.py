@@ -13,13 +13,12 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from dataset.sequence import list_frame_files
-from lib.image_io import DAVIS_PALETTE, read_image
+from lib.image_io import read_image
+from lib.user_masks import MaskFormatError, read_user_mask
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-VOID_LABEL = 255  # DAVIS marks uncertain pixels 255 in palette masks; they are not an object
 BACKWARD_STRETCH = 32  # frames of a video file decoded at a time when reading it backward
 
 
@@ -115,15 +114,9 @@ def open_video(path: str | Path) -> VideoInput:
 
 
 def read_start_mask(path: str | Path, frame_size: tuple[int, int], resize: bool = False) -> np.ndarray:
-    """Read the mask of the objects to track.
-
-    - A palette PNG: each index is an object id (DAVIS annotations); the void index 255 is background.
-    - A greyscale PNG, or an RGB one whose pixels are all grey: 0 is background. With one other
-      value (0/255, 0/128, 0/1, ...) it is one object, object 1. With several non-zero values each
-      value is an object id, as in a palette PNG; 255 next to other values is refused (an
-      anti-aliased or JPEG-compressed drawing, not ids).
-    - A colour PNG: DAVIS palette colours are their palette indices; black and one other colour
-      that is not a palette colour is one object, object 1.
+    """Read the mask of the objects to track, by the rules of every user's mask (lib.user_masks,
+    docs/own_data.md): palette indices are ids; a greyscale or RGB mask with one value or colour
+    besides 0 is object 1; several grey values are ids; DAVIS palette colours are their indices.
 
     Args:
         frame_size: (H, W) of the video's frames.
@@ -135,10 +128,9 @@ def read_start_mask(path: str | Path, frame_size: tuple[int, int], resize: bool 
     if not path.is_file():
         raise VideoInputError(f"{path}: no such mask file")
     try:
-        with Image.open(path) as img:
-            labels = _labels_of(img, path)
-    except (UnidentifiedImageError, OSError) as err:
-        raise VideoInputError(f"{path}: cannot read the mask image ({err}); save it as a PNG") from err
+        labels = read_user_mask(path)
+    except MaskFormatError as err:
+        raise VideoInputError(str(err)) from err
     if labels.shape != tuple(frame_size):
         if not resize:
             raise VideoInputError(
@@ -149,57 +141,6 @@ def read_start_mask(path: str | Path, frame_size: tuple[int, int], resize: bool 
     if not labels.any():
         raise VideoInputError(f"{path}: the mask is empty (every pixel is background); mark the objects to track "
                               "with non-zero values (255 for one object, or palette indices 1, 2, ...)")
-    return labels
-
-
-def _labels_of(img: Image.Image, path: Path) -> np.ndarray:
-    """Object ids of a mask image in any of the accepted modes."""
-    if img.mode == "P":
-        labels = np.array(img)
-        labels[labels == VOID_LABEL] = 0
-        return labels
-    if img.mode in ("RGB", "RGBA"):
-        rgb = np.array(img.convert("RGB"))
-        if (rgb == rgb[..., :1]).all():  # grey stored as RGB
-            return _grey_labels(rgb[..., 0], path)
-        return _colour_labels(rgb, path)
-    return _grey_labels(np.array(img.convert("L") if img.mode in ("1", "LA") else img), path)
-
-
-def _grey_labels(grey: np.ndarray, path: Path) -> np.ndarray:
-    """Greyscale values (any integer type: 8- or 16-bit PNGs) -> object ids; see read_start_mask."""
-    values = np.unique(grey)
-    values = values[values != 0]
-    if len(values) <= 1:  # background and one value, whatever its brightness: one object
-        return (grey != 0).astype(np.uint8)
-    if values.max() > 255:
-        raise VideoInputError(f"{path}: mask values go up to {values.max()}; object ids must be 1..254 (or give "
-                              "one object as 0 and one other value)")
-    if values.max() == 255:
-        raise VideoInputError(
-            f"{path}: the greyscale mask mixes 255 with other values {values[:-1].tolist()[:5]} (an anti-aliased or "
-            "JPEG-compressed mask?); save it as 0/255 for one object, or as object ids 1, 2, ... (palette PNG)"
-        )
-    return grey.astype(np.uint8)
-
-
-def _colour_labels(rgb: np.ndarray, path: Path) -> np.ndarray:
-    """DAVIS palette colours -> their indices; black and one other colour -> one object. rgb: (H,W,3) uint8."""
-    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    palette_codes = (DAVIS_PALETTE[:, 0].astype(np.int32) << 16) | (DAVIS_PALETTE[:, 1].astype(np.int32) << 8) \
-        | DAVIS_PALETTE[:, 2]
-    index_of = {int(c): i for i, c in reversed(list(enumerate(palette_codes)))}  # first index wins
-    unique, inverse = np.unique(codes, return_inverse=True)
-    unknown = [tuple(int(v) for v in ((c >> 16) & 255, (c >> 8) & 255, c & 255)) for c in unique if int(c) not in index_of]
-    if unknown and len(unique) == 2 and unique[0] == 0:  # black and one colour of the user's choice
-        return (codes != 0).astype(np.uint8)
-    if unknown:
-        raise VideoInputError(
-            f"{path}: colours {unknown[:3]} are not DAVIS palette colours; save the mask as a palette PNG "
-            "(object id = palette index), a 0/255 greyscale PNG, or black and one colour (one object)"
-        )
-    labels = np.array([index_of[int(c)] for c in unique], dtype=np.uint8)[inverse].reshape(codes.shape)
-    labels[labels == VOID_LABEL] = 0
     return labels
 
 
