@@ -234,6 +234,7 @@ COMMANDS = documented_commands(list(PARSED.values()))
 
 @pytest.mark.parametrize("page, line, target", LINKS, ids=[f"{_where(p, n)}->{t}" for p, n, t in LINKS])
 def test_relative_link_resolves(page, line, target):
+    """A link to a file names one inside the repository; an #anchor names a heading of that page."""
     path_part, _, anchor = target.partition("#")
     resolved = (page.parent / path_part).resolve() if path_part else page
     assert resolved.is_relative_to(ROOT), f"{_where(page, line)}: {target} leaves the repository"
@@ -248,12 +249,13 @@ def test_relative_link_resolves(page, line, target):
 @pytest.mark.parametrize("page, line, script, argv", COMMANDS,
                          ids=[f"{_where(p, n)}:{s}" for p, n, s, _ in COMMANDS])
 def test_documented_command_is_accepted_by_its_parser(page, line, script, argv, capsys):
+    """Parsing only: the paths need not exist and nothing runs, but every flag and value must be taken."""
     try:
         parse_with_script(script, argv)
-    except SystemExit as exit:
+    except SystemExit as refusal:
         message = capsys.readouterr().err.strip().splitlines()
         pytest.fail(f"{_where(page, line)}: {script} {shlex.join(argv)}\n  refused: "
-                    f"{message[-1] if message else exit}")
+                    f"{message[-1] if message else refusal}")
     except Exception as err:  # noqa: BLE001 - the option builders' refusals (e.g. BenchmarkError)
         if type(err).__name__.endswith("Error") and type(err).__module__.startswith(("evaluator", "trainer")):
             pytest.fail(f"{_where(page, line)}: {script} {shlex.join(argv)}\n  refused: {err}")
