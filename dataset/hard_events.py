@@ -1,10 +1,12 @@
 """Synthetic videos in which tracking from the first mask alone is made to fail, to measure corrections.
 
-Two kinds of event happen to object 1 at frame `event`:
+Three kinds of event happen to object 1 at frame `event`:
 - "appearance": it changes its surface and outline at once (a person turning round, a lamp switched
   on), and a distractor with object 1's old surface wanders in the scene from the start;
 - "hidden": it is hidden for `hidden_frames` frames (it leaves the view) and comes back elsewhere
-  with a turned pose, while the distractor (object 1's surface) stays in view.
+  with a turned pose, while the distractor (object 1's surface) stays in view;
+- "turns back": it changes its surface and outline as in "appearance" (with no distractor), and
+  `turn_back` frames later takes its first look again.
 Object 2 is an ordinary second object. Drawn with the shapes and textures of dataset/synthetic.py,
 deterministically per (kind, seed).
 """
@@ -17,7 +19,7 @@ import numpy as np
 from dataset.synthetic import SENSOR_NOISE, TEXTURE_EXTENT, MovingShape, _compose, _outline
 from dataset.textures import background_texture, object_texture
 
-KINDS = ("appearance", "hidden")
+KINDS = ("appearance", "hidden", "turns back")
 TRACKED = 1  # the object the event happens to
 
 
@@ -32,7 +34,7 @@ class HardEventVideo:
 
 
 def render_hard_event(kind: str, seed: int, num_frames: int = 36, size: tuple[int, int] = (176, 320),
-                      event: int = 12, hidden_frames: int = 6) -> HardEventVideo:
+                      event: int = 12, hidden_frames: int = 6, turn_back: int = 12) -> HardEventVideo:
     """Render one video (see the module docstring); object 1 is seen on every frame but the hidden ones."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -56,6 +58,7 @@ def render_hard_event(kind: str, seed: int, num_frames: int = 36, size: tuple[in
     distractor = MovingShape(tracked.outline, tracked.texture, 0.6 * width, 0.3 * height, tracked.radius,
                              tracked.angle + np.pi / 3)
     changed = shape((hue + 0.33) % 1.0, 0.0, 0.0)  # object 1 after an appearance change
+    original = tracked
     for obj in (tracked, other, distractor, changed):
         obj.set_motion(rng, "slow", diagonal)
     frames = np.zeros((num_frames, height, width, 3), np.uint8)
@@ -63,21 +66,22 @@ def render_hard_event(kind: str, seed: int, num_frames: int = 36, size: tuple[in
     hidden = range(event - hidden_frames, event) if kind == "hidden" else range(0)
     for t in range(num_frames):
         if t > 0:
-            for obj in (tracked, other, distractor, changed):
+            for obj in (tracked, other, distractor):
                 obj.step(height, width)
-            if t == event:
-                if kind == "appearance":  # same place and size, another surface and outline
-                    changed.x, changed.y, changed.radius, changed.angle = (tracked.x, tracked.y, tracked.radius,
-                                                                           tracked.angle)
-                    changed.velocity = tracked.velocity
-                    tracked = changed
-                else:  # back on the other side of the frame, turned
-                    tracked.x, tracked.y = width - tracked.x, height - tracked.y
-                    tracked.angle += np.pi / 2
+            if t == event and kind != "hidden" or t == event + turn_back and kind == "turns back":
+                # same place, size and motion, the other surface and outline
+                look = changed if t == event else original
+                look.x, look.y, look.radius, look.angle = tracked.x, tracked.y, tracked.radius, tracked.angle
+                look.velocity = tracked.velocity
+                tracked = look
+            elif t == event:  # hidden: back on the other side of the frame, turned
+                tracked.x, tracked.y = width - tracked.x, height - tracked.y
+                tracked.angle += np.pi / 2
             if t % 8 == 0:  # new slow motion now and then, so nothing stays put
                 for obj in (tracked, other, distractor):
                     obj.set_motion(rng, "slow" if rng.random() < 0.7 else "still", diagonal)
-        layers = [(distractor, 0), (other, 2)] + ([] if t in hidden else [(tracked, TRACKED)])
+        layers = [] if kind == "turns back" else [(distractor, 0)]
+        layers += [(other, 2)] + ([] if t in hidden else [(tracked, TRACKED)])
         image, labels[t] = _compose(background, layers)
         image += rng.normal(0.0, SENSOR_NOISE, size=image.shape).astype(np.float32)
         frames[t] = np.clip(image + 0.5, 0, 255).astype(np.uint8)

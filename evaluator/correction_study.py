@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from dataset.hard_events import KINDS, TRACKED, HardEventVideo, render_hard_even
 from evaluator.metrics import boundary_measure_frames, region_similarity
 from lib.atomic import atomic_write_text
 from lib.devices import resolve_device
-from models.builder import load_tracker
+from models.builder import build_tracker, load_network
+from models.config import TrackerConfig
 from models.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ DELAY = 2  # frames between the event and the user's correction: they see the fa
 
 
 def track(tracker: Tracker, video: HardEventVideo, mode: str, corrected: int) -> np.ndarray:
-    """(T,H,W) uint8 label maps of one run; objects 1 and 2 start on frame 0."""
+    """(T,H,W) uint8 label maps of one run (mode: none, correction or restart); objects 1 and 2 start on frame 0."""
     session = tracker.session()
     labels = []
     for t, image in enumerate(video.frames):
@@ -59,36 +61,47 @@ def scores_after(video: HardEventVideo, labels: np.ndarray, first: int, object_i
     return {"J": j, "F": f, "J&F": (j + f) / 2}
 
 
-def run_study(videos: int, device: str, model: Path = DEMO_MODEL, log=print) -> dict:
-    """Every kind x video x mode; returns {"rows": per run, "summary": means per kind and mode}."""
-    tracker = load_tracker(model, device=resolve_device(device), tau=0.7)
+def run_study(videos: int, device: str, model: Path = DEMO_MODEL, shares: tuple[float, ...] = (),
+              log=print) -> dict:
+    """Every kind x video x mode; returns {"rows": per run, "summary": means per kind and mode}.
+
+    shares: further trusted_share values to try, each as one more correction run ("correction, share S").
+    """
+    device = resolve_device(device)
+    net, weights = load_network(model, None, device)
+    default = TrackerConfig(tau=0.7)
+    trackers = {mode: build_tracker(net, weights, default, device) for mode in MODES}
+    for share in shares:
+        tm_cfg = replace(default.target_model, trusted_share=share)
+        trackers[f"correction, share {share:g}"] = build_tracker(
+            net, weights, replace(default, target_model_override=tm_cfg), device)
     rows = []
     for kind in KINDS:
         for seed in range(videos):
             video = render_hard_event(kind, seed)
             corrected = video.event + DELAY
-            for mode in MODES:
-                labels = track(tracker, video, mode, corrected)
+            for mode, tracker in trackers.items():
+                labels = track(tracker, video, mode.split(",")[0], corrected)
                 row = {"kind": kind, "seed": seed, "mode": mode, "corrected_frame": corrected}
                 for object_id in (TRACKED, 2):
                     for name, value in scores_after(video, labels, corrected + 1, object_id).items():
                         row[f"{name} object {object_id}"] = value
                 rows.append(row)
             log(f"  {kind} video {seed}: J&F of object 1 after frame {corrected}: " + ", ".join(
-                f"{r['mode']} {r['J&F object 1']:.3f}" for r in rows[-len(MODES):]))
+                f"{r['mode']} {r['J&F object 1']:.3f}" for r in rows[-len(trackers):]), flush=True)
     summary = {kind: {mode: {key: statistics.fmean(r[key] for r in rows if r["kind"] == kind and r["mode"] == mode)
                              for key in rows[0] if key.startswith(("J", "F"))}
-                      for mode in MODES} for kind in KINDS}
+                      for mode in trackers} for kind in KINDS}
     return {"model": str(model), "videos_per_kind": videos, "delay": DELAY, "rows": rows, "summary": summary}
 
 
 def format_summary(report: dict) -> str:
     lines = [f"J&F over the frames after the correction (object 1: the corrected one; object 2: never corrected), "
              f"mean of {report['videos_per_kind']} videos per kind",
-             f"{'event':12s}{'run':12s}{'J&F 1':>8s}{'J 1':>8s}{'F 1':>8s}{'J&F 2':>8s}"]
+             f"{'event':12s}{'run':24s}{'J&F 1':>8s}{'J 1':>8s}{'F 1':>8s}{'J&F 2':>8s}"]
     for kind, by_mode in report["summary"].items():
         for mode, s in by_mode.items():
-            lines.append(f"{kind:12s}{mode:12s}{s['J&F object 1']:8.3f}{s['J object 1']:8.3f}{s['F object 1']:8.3f}"
+            lines.append(f"{kind:12s}{mode:24s}{s['J&F object 1']:8.3f}{s['J object 1']:8.3f}{s['F object 1']:8.3f}"
                          f"{s['J&F object 2']:8.3f}")
     return "\n".join(lines)
 
@@ -98,11 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, default=8, help="videos per kind of event (default %(default)s)")
     p.add_argument("--dev", default="cpu", help="device (default cpu)")
     p.add_argument("--model", default=str(DEMO_MODEL), help="G-FRTM checkpoint (default: the demo model)")
+    p.add_argument("--trusted-share", type=float, nargs="+", default=[],
+                   help="also run corrections with these trusted shares (the default is the model's, 0.5)")
     p.add_argument("--json", help="also write the report (every run's scores) to this file")
     args = p.parse_args(argv)
     if args.videos < 1:
         p.error(f"--videos {args.videos}: give at least 1")
-    report = run_study(args.videos, args.dev, Path(args.model))
+    if any(not 0 < share < 1 for share in args.trusted_share):
+        p.error("--trusted-share: values lie in (0, 1)")
+    report = run_study(args.videos, args.dev, Path(args.model), tuple(args.trusted_share))
     print(format_summary(report))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")

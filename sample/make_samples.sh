@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-demo_samples_run}"
 if [ ! -f weights/demo_synthetic_rn18.pth ]; then
-    echo "error: weights/demo_synthetic_rn18.pth is missing; train it first (README, 'The demo model')" >&2
+    echo "error: weights/demo_synthetic_rn18.pth is missing; train it first (docs/demo_model.md)" >&2
     exit 2
 fi
 python evaluate.py --dset demo --TH 0.7 --save-overlays --output "$RUN" --overwrite
