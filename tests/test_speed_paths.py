@@ -284,14 +284,19 @@ def test_benchmark_smoke_run_writes_a_sane_report(tmp_path, capsys):
     (ref,) = report["reference"]
     assert ref["objects"] == 3 and ref["deep_calls"] == 1 + 3 * 5 and ref["batched_deep_calls"] == 6
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 5 + 3 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    assert len(names) == 5 + 4 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    pace = next(t for t in report["targets"] if t["name"].startswith("refine_shallow / shallow"))
+    full, full_macs = report["stages"]["full"], macs["full"]
+    assert pace["value"] == pytest.approx((full["refine_shallow"] / full_macs["refine_shallow"])
+                                          / (full["shallow"] / full_macs["shallow"]))
     out = capsys.readouterr().out
     assert "targets:" in out and out.count("PASS") + out.count("FAIL") == len(names)
 
 
-def test_benchmark_refuses_amp_on_the_cpu(capsys):
+def test_benchmark_refuses_amp_on_a_cpu_without_native_bfloat16(capsys, cpu_without_bf16):
     assert benchmark.main(["--amp", "--dev", "cpu"]) == 2
-    assert "--amp" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--amp" in err and "no native bfloat16" in err and "--compare-bf16" in err
 
 
 def test_benchmark_refuses_an_unwritable_json_path_before_measuring(tmp_path, capsys):

@@ -53,6 +53,9 @@ REUSE_OVER_SHALLOW_MAX = 1.35  # reuse path / shallow backbone half
 FIVE_OVER_ONE_OBJECT_MAX = 2.0  # per-frame time with 5 objects / with 1
 REFERENCE_SPEEDUP_MIN = 1.25  # reference schedule / batched full path, 3 objects
 REFERENCE_OBJECTS = 3
+# Time per multiply-accumulate of the shallow refinement and upsampler over the shallow backbone half's,
+# one object on the full path: both are convolutions at strides 4 to 8, so they should run at one pace.
+REFINE_PACE_MAX = 1.15
 
 # Generated video: objects are discs of this radius (fraction of the shorter side) that drift.
 OBJECT_RADIUS = 0.12
@@ -449,6 +452,11 @@ def check_targets(report: dict, opts: BenchmarkOptions) -> list[dict]:
     mac_ratio = sum(macs["reuse"].values()) / macs["reuse"]["shallow"]
     targets.append(target_verdict("reuse path / shallow backbone half", ratio, f"<= {REUSE_OVER_SHALLOW_MAX}",
                            ratio <= REUSE_OVER_SHALLOW_MAX, mac_ratio))
+    full_s, full_macs = report["stages"]["full"], macs["full"]
+    if full_macs["refine_shallow"] > 0 and full_macs["shallow"] > 0:
+        pace = (full_s["refine_shallow"] / full_macs["refine_shallow"]) / (full_s["shallow"] / full_macs["shallow"])
+        targets.append(target_verdict("refine_shallow / shallow backbone half, time per MAC", pace,
+                                      f"<= {REFINE_PACE_MAX}", pace <= REFINE_PACE_MAX))
     counts = {row["objects"]: row for row in report["objects"]}
     if 5 in counts:
         ratio = counts[5]["over_one"]
