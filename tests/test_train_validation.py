@@ -192,7 +192,8 @@ def test_bad_validation_flags_exit_with_usage(tmp_path, capsys, flags, message):
 
 def test_a_validation_set_that_cannot_be_read_fails_the_run_before_anything_is_written(tmp_path, capsys):
     (tmp_path / "val" / "JPEGImages").mkdir(parents=True)  # no Annotations, no ImageSets
-    assert main(_argv(tmp_path, "--max-epochs", "1", "--val-dset", "dv2017val", "--val-root", str(tmp_path / "val"))) == 2
+    argv = _argv(tmp_path, "--max-epochs", "1", "--val-dset", "dv2017val", "--val-root", str(tmp_path / "val"))
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: --val-dset dv2017val (root ") and str(tmp_path / "val") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]  # no checkpoint folder, no log, no cache index

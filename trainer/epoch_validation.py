@@ -26,6 +26,7 @@ from lib.distributed import DistInfo
 from models.checkpoint import CheckpointError, load_checkpoint
 from trainer.best_checkpoint import BestRule, Rows
 from trainer.checkpoints import checkpoint_path, epoch_checkpoints, rng_state, set_rng_state, write_best
+from trainer.logging import TrainLogger
 from trainer.options import TrainingError, TrainOptions
 
 COLUMNS = ("epoch", "TH", "J&F", "J", "F", "reuse_rate")
@@ -85,7 +86,7 @@ class EpochValidation:
     def prepare(self) -> None:
         self.validator.prepare(self.info)
 
-    def catch_up(self, done_epoch: int, logger: Callable[[], object]) -> None:
+    def catch_up(self, done_epoch: int, logger: Callable[[], TrainLogger]) -> None:
         """Before training on: validate the epoch the run resumes from if it is due and has no rows (its
         validation was cut short, or --val-dset is new to the run)."""
         if done_epoch < 1 or not self.val.due(done_epoch, self.opts.cfg.max_epochs):
@@ -96,7 +97,7 @@ class EpochValidation:
             self.say(f"validating epoch {done_epoch}: it has no rows in {self.csv_path}")
             self.after_epoch(done_epoch, logger)
 
-    def after_epoch(self, epoch: int, logger: Callable[[], object]) -> None:
+    def after_epoch(self, epoch: int, logger: Callable[[], TrainLogger]) -> None:
         """Validate `epoch` (its checkpoint is saved) if it is due; every process calls it."""
         if not self.val.due(epoch, self.opts.cfg.max_epochs):
             return
@@ -108,7 +109,7 @@ class EpochValidation:
             set_rng_state(state)
         distributed.on_main(lambda: self._record(epoch, rows, checkpoint, logger()), self.info)
 
-    def _record(self, epoch: int, rows: list[dict[str, float]], checkpoint: Path, logger) -> None:
+    def _record(self, epoch: int, rows: list[dict[str, float]], checkpoint: Path, logger: TrainLogger) -> None:
         table = read_table(self.csv_path)
         table[epoch] = {float(row["TH"]): {key: _rounded(row[key]) for key in SCORES} for row in rows}
         best = self._update_best(table, epoch, checkpoint)

@@ -143,7 +143,7 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--allow-changed-settings", action="store_true",
                    help="resume even when settings that shape the result (--batch-size, --size, --dset, ...) differ "
                         "from those the checkpoint records; later checkpoints record the new ones")
-    p.add_argument("--val-dset", choices=EVAL_SETS + ("demo",),
+    p.add_argument("--val-dset", choices=EVAL_SETS + ("demo",), metavar="SET",
                    help=f"after each validated epoch's checkpoint is saved, score it on this evaluation set as "
                         f"evaluate.py does (sets with ground truth: {', '.join(VAL_SETS)}); rows go to "
                         f"<checkpoints>/<name>/validation.csv, the chosen checkpoint to best.pth")
@@ -247,7 +247,8 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
                         init_pth=Path(args.initPth) if args.initPth else None, backbone_weights=weights,
                         tmcache_readonly=args.tmcache_readonly, lr_given=args.lr is not None,
                         keep_last=args.keep_last, finetune=Path(args.finetune) if args.finetune else None,
-                        validation=validation_options(args, run_paths), allow_changed_settings=args.allow_changed_settings)
+                        validation=validation_options(args, run_paths),
+                        allow_changed_settings=args.allow_changed_settings)
 
 
 def validation_options(args: argparse.Namespace, run_paths: RunPaths) -> ValidationOptions | None:
@@ -328,7 +329,8 @@ def check_validation_root(val: ValidationOptions) -> None:
     """The --val-dset set's root exists (or, for the generated demo set, can be written)."""
     if val.dset == "demo":
         if not val.root.is_dir():
-            check_writable(val.root, "--tmcache (--val-dset demo generates its videos under <tmcache>/data)")
+            check_writable(val.root, "--tmcache (--val-dset demo generates its videos under <tmcache>/data, or "
+                                     "<checkpoints>/data with --tmcache-readonly)")
         return
     if not val.root.is_dir():
         flag = "--val-root" if val.dset not in VAL_ROOT_DEFAULTS else f"--val-root (or {VAL_ROOT_DEFAULTS[val.dset]})"

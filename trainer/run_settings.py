@@ -20,8 +20,9 @@ from lib.printable import printable
 from trainer.checkpoints import latest_checkpoint, read_resumable
 from trainer.options import TrainingError, TrainOptions
 
-# recorded, never compared: a resumed run may change them (--lr rescales the schedule, see Trainer._restore)
-MEANT_TO_CHANGE = ("max_epochs", "lr", "workers", "validation")
+# recorded, never compared: a resumed run may change them (--lr rescales the schedule, see Trainer._restore);
+# feature_chunk only sets how many images a backbone call takes
+MEANT_TO_CHANGE = ("max_epochs", "lr", "workers", "validation", "feature_chunk")
 # recorded, never compared: a resumed run ignores --finetune and --initPth, so the recorded source stays
 STARTING_WEIGHTS = ("finetune", "init_pth")
 # data each --dset reads, by the RunPaths field that holds it
@@ -31,7 +32,8 @@ OUTPUT_PATHS = ("checkpoints", "tensorboard", "tmcache", "synthetic_root")  # wh
 SYNTHETIC_FIELDS = ("synthetic_videos", "synthetic_frames", "synthetic_max_objects", "synthetic_seed")
 # the flag behind a setting, for messages; the others have no flag (a changed default of models/config.py)
 FLAGS = {"dset": "--dset", "backbone": "--ftext", "backbone_weights": "--backbone-weights", "image_size": "--size",
-         "seq_len": "--seq-len", "batch_size": "--batch-size", "m1": "--m1", "m2": "--m2", "margin_epochs": "--marginEp",
+         "seq_len": "--seq-len", "batch_size": "--batch-size", "m1": "--m1", "m2": "--m2",
+         "margin_epochs": "--marginEp",
          "seed": "--seed", "epoch_samples": "--epoch-samples", "synthetic_videos": "--synthetic-videos",
          "synthetic_frames": "--synthetic-frames", "davis_root": "--davis-root", "ytvos_root": "--ytvos-root",
          "ytvos_split_file": "--ytvos-split-file", "validation_set": "--val-dset/--val-root"}
@@ -57,7 +59,8 @@ def training_settings(opts: TrainOptions) -> dict:
     if cfg.dset != "synthetic":  # the generator's settings mean nothing to a run on a real dataset
         for key in SYNTHETIC_FIELDS:
             config.pop(key)
-    settings = {**config, "target_model": dataclasses.asdict(cfg.target_model), "backbone_weights": opts.backbone_weights}
+    settings = {**config, "target_model": dataclasses.asdict(cfg.target_model),
+                "backbone_weights": opts.backbone_weights}
     for key in _data_paths(opts):
         value = getattr(opts.paths, key)
         settings[key] = None if value is None else str(Path(value).resolve())
