@@ -4,6 +4,8 @@
     python train.py --dset yt2018 --m1 0.5 --name rn18_ytvos
     python train.py --dset synthetic --backbone-weights none --size 224x128 --max-epochs 20   # CPU demo
     python train.py --dset folder --root my_videos --name mine              # your own videos (docs/own_data.md)
+    python train.py --dset dv2017 --finetune weights/rn18_all.pth --marginEp 0 --lr 1e-4 --max-epochs 20 \
+        --val-dset dv2017val --name rn18_ft                                 # fine-tune, validate each epoch
     torchrun --nproc_per_node=4 train.py --dset all --name rn18_all         # several GPUs (DDP)
 
 A run resumes from the latest `<checkpoints>/<name>/<name>_ep*.pth`; Ctrl-C or SIGTERM stops it with a
@@ -53,12 +55,18 @@ def _main(argv: list[str] | None, parsed: dict) -> int:
         from trainer.loop import run_training
         from trainer.options import TrainingError, parse_options
         from trainer.tm_cache import CacheMismatchError, TargetModelFitError
+        from trainer.epoch_validation import masks_folder
+        from evaluator.validation import CheckpointValidator, ValidationError, ValidationRequest
 
     opts = parsed["opts"] = parse_options(argv, paths)
+    validator = None
+    if opts.validation is not None:  # the evaluation side of validation, handed to the training loop
+        val = opts.validation
+        validator = CheckpointValidator(ValidationRequest(val.dset, val.root, val.thresholds, masks_folder(opts)))
     try:
-        run_training(opts)
+        run_training(opts, validator)
     except (TrainingError, DatasetError, CheckpointError, BackboneWeightsError, CacheMismatchError,
-            TargetModelFitError) as err:
+            TargetModelFitError, ValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except PeerStopped:

@@ -1,10 +1,11 @@
-"""Training checkpoints: save (atomic), resume from the latest, and --initPth.
+"""Training checkpoints: save (atomic), resume from the latest, --initPth, --finetune and best.pth.
 
 A checkpoint is `<checkpoints>/<name>/<name>_ep<epoch:04d>.pth`, a dict with 'name', 'epoch',
 'stats', 'model' (the G-FRTM state dict with exactly the published keys), 'optimizer',
-'scheduler', 'rng' (torch, numpy, python and CUDA random states) and 'backbone_weights'.
-Everything is stored as tensors, numbers, strings and containers, so `torch.load(...,
-weights_only=True)` can read it.
+'scheduler', 'rng' (torch, numpy, python and CUDA random states), 'backbone_weights' and
+'settings' (trainer/run_settings.py; absent in checkpoints of earlier versions). best.pth is a
+copy of one of them with a 'best' entry added. Everything is stored as tensors, numbers, strings
+and containers, so `torch.load(..., weights_only=True)` can read it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from lib.printable import printable
+from lib.atomic import atomic_write
 from models.checkpoint import (CheckpointError, DamagedCheckpointError, check_state_dict, detect_backbone,
                                load_checkpoint, save_gfrtm)
 
@@ -65,26 +67,42 @@ def prune_checkpoints(folder: str | Path, name: str, keep: int, saved_epoch: int
 
 
 def save_training_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                             name: str, epoch: int, stats: dict[str, float], backbone_weights: str) -> None:
-    """Write a checkpoint atomically (a temporary file renamed into place)."""
+                             name: str, epoch: int, stats: dict[str, float], backbone_weights: str,
+                             settings: dict | None = None) -> None:
+    """Write a checkpoint atomically (a temporary file renamed into place); `settings`: the run's training
+    settings (trainer/run_settings.py), left out when None."""
+    extra = {} if settings is None else {"settings": settings}
     save_gfrtm(path, net, name=name, epoch=epoch, stats=dict(stats), optimizer=optimizer.state_dict(),
-               scheduler=scheduler.state_dict(), rng=rng_state(), backbone_weights=str(backbone_weights))
+               scheduler=scheduler.state_dict(), rng=rng_state(), backbone_weights=str(backbone_weights), **extra)
 
 
 @dataclass
 class Resumed:
     epoch: int
     stats: dict[str, float] = field(default_factory=dict)
+    settings: dict | None = None  # the training settings it records (None: written before they were)
 
 
 def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler, backbone: str,
            backbone_weights: str) -> Resumed:
-    """Restore model, optimizer, scheduler and random states from `path`; returns its epoch and stats.
+    """Restore model, optimizer, scheduler and random states from `path`; returns its epoch, stats and settings.
 
     A checkpoint of another backbone or other backbone weights is refused: the trained parts only
     fit the frozen features they were trained on. A damaged one is refused with the previous good
     checkpoint of the run and the command that makes the run resume from it.
     """
+    ckpt = read_resumable(path, backbone, backbone_weights)
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    settings = ckpt.get("settings")
+    return Resumed(int(ckpt["epoch"]), dict(ckpt.get("stats", {})), settings if isinstance(settings, dict) else None)
+
+
+def read_resumable(path: Path, backbone: str, backbone_weights: str) -> dict:
+    """The checkpoint at `path`, checked as `resume` checks it (CheckpointError otherwise), not loaded anywhere."""
     try:
         ckpt = load_checkpoint(path)
     except DamagedCheckpointError as err:
@@ -104,12 +122,7 @@ def resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, schedul
                               f"--backbone-weights {backbone_weights}: pass --backbone-weights {recorded} to resume "
                               f"it, or another --name (or --checkpoints) to start a new run")
     check_state_dict(ckpt["model"], backbone, str(path))
-    net.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if "rng" in ckpt:
-        set_rng_state(ckpt["rng"])
-    return Resumed(int(ckpt["epoch"]), dict(ckpt.get("stats", {})))
+    return ckpt
 
 
 def _damaged_latest(path: Path, err: DamagedCheckpointError) -> str:
@@ -205,6 +218,40 @@ def load_refiner_init(path: Path, net: nn.Module, backbone: str, read: tuple[dic
     missing = sorted(k for k in own if k.startswith(REFINER_PREFIX) and k not in usable)
     ignored = sorted(set(state) - set(usable))
     return InitReport(sorted(usable), missing, ignored)
+
+
+def read_finetune(path: Path, backbone: str, backbone_weights: str) -> dict:
+    """The model state dict of a --finetune file, checked to fit this run; CheckpointError when it cannot be read
+    (missing, damaged, refused), is not a whole G-FRTM state dict, is of the other backbone, or was trained on
+    other backbone weights (its trained parts fit only the frozen features they were trained on).
+
+    A published file records no backbone weights: those were trained on ImageNet's.
+    """
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:  # the message names the file; say which flag gave it
+        raise CheckpointError(f"--finetune: {err}") from None
+    state = ckpt["model"]
+    source = f"--finetune {printable(path)}"
+    found = detect_backbone(state, source)
+    if found != backbone:
+        raise CheckpointError(f"{source} was trained with {found}, this run uses {backbone} (--ftext {backbone}); "
+                              f"pass --ftext {found}, or a {backbone} checkpoint")
+    check_state_dict(state, backbone, source)
+    recorded = str(ckpt.get("backbone_weights", "imagenet"))
+    if recorded != str(backbone_weights):
+        recorded = printable(recorded, 200)  # read from the file: no escape codes reach the terminal
+        raise CheckpointError(f"{source} was trained on the backbone weights {recorded}, this run uses "
+                              f"--backbone-weights {backbone_weights}: pass --backbone-weights {recorded} (its "
+                              f"trained parts fit only the features they were trained on)")
+    return state
+
+
+def write_best(source: Path, best_path: Path, record: dict) -> None:
+    """best.pth: a copy of the checkpoint `source` with `record` (which epoch and why) as its 'best' entry,
+    written atomically, so that it is either the old best or the new one, never half of either."""
+    ckpt = load_checkpoint(source)
+    atomic_write(best_path, lambda tmp: torch.save({**ckpt, "best": record}, tmp))
 
 
 def rng_state() -> dict:

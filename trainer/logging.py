@@ -15,7 +15,8 @@ FIRST_TINT = (0.6, 0.6, 0.6)
 
 
 class TrainLogger:
-    """Writes `<tensorboard>/<name>`: scalars under 'train/...' and the grid under 'train/sample'."""
+    """Writes `<tensorboard>/<name>`: scalars under 'train/...', the grid under 'train/sample' and the
+    validation scores under 'val/...'."""
 
     def __init__(self, folder: str | Path, name: str) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and rank 0 only
@@ -30,6 +31,14 @@ class TrainLogger:
 
     def image_grid(self, epoch: int, grid: Tensor) -> None:
         self.writer.add_image("train/sample", grid, epoch)
+        self.writer.flush()
+
+    def validation(self, epoch: int, rows: list[dict[str, float]]) -> None:
+        """One validated epoch: per threshold, `val/J&F_TH<TH>`, `val/J_TH<TH>`, `val/F_TH<TH>` and
+        `val/reuse_rate_TH<TH>` (e.g. `val/J&F_TH1`, `val/reuse_rate_TH0.7`)."""
+        for row in rows:
+            for key in ("J&F", "J", "F", "reuse_rate"):
+                self.writer.add_scalar(f"val/{key}_TH{row['TH']:g}", row[key], epoch)
         self.writer.flush()
 
     def close(self) -> None:

@@ -25,13 +25,15 @@ from models.gfrtm import GFRTM
 from lib import distributed
 from trainer.ddp import wrap
 from trainer.checkpoints import (checkpoint_path, latest_checkpoint, load_refiner_init, prune_checkpoints,
-                                 read_refiner_init, resume, save_training_checkpoint, switch_initial_lr)
+                                 read_finetune, read_refiner_init, resume, save_training_checkpoint, switch_initial_lr)
+from trainer.epoch_validation import EpochValidation, Validator
+from trainer.run_settings import carried_over, check_resume_settings, training_settings
 from lib.distributed import DistInfo
 from trainer.signals import raise_if_interrupted
 from trainer.logging import TrainLogger, sample_grid
 from trainer.losses import reuse_margin
 from trainer.options import (TrainingError, TrainOptions, check_dataset_roots, check_read_only_cache,
-                             check_writable)
+                             check_validation_root, check_writable)
 from trainer.step import SequenceForward, frozen_features, target_scores
 from trainer.tm_cache import TargetModelCache, TargetModelProvider, cache_info
 
@@ -66,12 +68,14 @@ class EpochSampler(DistributedSampler):
 class Trainer:
     """Model, optimiser and target-model provider of one process; `train_batch` is one optimisation step.
 
-    On construction it resumes from the latest checkpoint of `opts.name` (or applies --initPth, read
-    from `refiner_init` when the file was already read), then wraps the network for
-    DistributedDataParallel when `info` is distributed.
+    On construction it resumes from the latest checkpoint of `opts.name` (or applies --initPth or
+    --finetune, read from `refiner_init` / `finetune` when the file was already read), then wraps the
+    network for DistributedDataParallel when `info` is distributed. `settings`: what its checkpoints
+    record (trainer/run_settings.py; made from `opts` when None).
     """
 
-    def __init__(self, opts: TrainOptions, info: DistInfo, refiner_init: tuple[dict, dict] | None = None) -> None:
+    def __init__(self, opts: TrainOptions, info: DistInfo, refiner_init: tuple[dict, dict] | None = None,
+                 finetune: dict | None = None, settings: dict | None = None) -> None:
         cfg = opts.cfg
         self.opts, self.cfg, self.info = opts, cfg, info
         self.backbone = build_backbone(cfg.backbone, opts.backbone_weights, info.device)
@@ -81,23 +85,37 @@ class Trainer:
         self.cache = TargetModelCache(opts.paths.tmcache, cfg.backbone, cfg.target_model, opts.tmcache_readonly)
         self.provider = TargetModelProvider(self.backbone, cfg.target_model, self.cache, cfg.feature_chunk, cfg.seed)
         self.last_checkpoint: Path | None = latest_checkpoint(opts.paths.checkpoints, opts.name)
-        self.start_epoch = self._restore(refiner_init)
+        self.settings = settings if settings is not None or not info.is_main else training_settings(opts)
+        self.start_epoch = self._restore(refiner_init, finetune)
         self.forward = wrap(SequenceForward(self.net), info)
         self.last_sample: tuple[Tensor, ...] | None = None  # sample 0 of the last batch, for the image grid
 
-    def _restore(self, refiner_init: tuple[dict, dict] | None) -> int:
+    def _restore(self, refiner_init: tuple[dict, dict] | None, finetune: dict | None) -> int:
         if self.last_checkpoint is not None:
             resumed = resume(self.last_checkpoint, self.net, self.optimizer, self.scheduler, self.cfg.backbone,
                              self.opts.backbone_weights)
+            if self.settings is not None:
+                self.settings = carried_over(resumed.settings, self.settings)
             self.say(f"resuming from {self.last_checkpoint} (epoch {resumed.epoch} done)")
             if self.opts.lr_given:  # without --lr the checkpoint's schedule goes on unchanged
                 old = switch_initial_lr(self.optimizer, self.scheduler, self.cfg.lr)
                 if old is not None:
                     self.say(f"--lr {self.cfg.lr:g} replaces the checkpoint's initial lr {old:g}; the current lr "
                              f"is now {self.optimizer.param_groups[0]['lr']:g} (same point of the StepLR schedule)")
-            if self.opts.init_pth:
-                self.say(f"--initPth {self.opts.init_pth} ignored: the run resumes from a checkpoint")
+            for flag, path in (("--initPth", self.opts.init_pth), ("--finetune", self.opts.finetune)):
+                if path:
+                    self.say(f"{flag} {path} ignored: the run resumes from a checkpoint")
             return resumed.epoch + 1
+        if self.opts.finetune:
+            state = finetune if finetune is not None else read_finetune(self.opts.finetune, self.cfg.backbone,
+                                                                        self.opts.backbone_weights)
+            self.net.load_state_dict(state, strict=True)
+            self.say(f"--finetune {self.opts.finetune}: the gate, template matching, delta generator and refinement "
+                     f"network start from its weights; the optimiser and the learning-rate schedule start fresh "
+                     f"at epoch 1")
+            if self.cfg.margin_epochs > 0:
+                self.say(f"note: --marginEp {self.cfg.margin_epochs} ramps the gate's reuse target up from 0 again, "
+                         f"so the fine-tuned gate first learns to compute; --marginEp 0 keeps the reuse it learnt")
         if self.opts.init_pth:
             report = load_refiner_init(self.opts.init_pth, self.net, self.cfg.backbone, refiner_init)
             self.say(report.summary(self.opts.init_pth))
@@ -164,7 +182,7 @@ class Trainer:
         """Write the epoch's checkpoint (atomically), then apply --keep-last to the older ones."""
         path = checkpoint_path(self.opts.paths.checkpoints, self.opts.name, epoch)
         save_training_checkpoint(path, self.net, self.optimizer, self.scheduler, self.opts.name, epoch, stats,
-                                 self.opts.backbone_weights)
+                                 self.opts.backbone_weights, self.settings)
         self.last_checkpoint = path
         if self.opts.keep_last is not None:  # only now: the new checkpoint is complete and in place
             prune_checkpoints(self.opts.paths.checkpoints, self.opts.name, self.opts.keep_last, epoch)
@@ -199,12 +217,17 @@ class Trainer:
             tqdm.write(text)
 
 
-def run_training(opts: TrainOptions) -> list[dict[str, float]]:
-    """Train from the latest checkpoint of `opts.name` to `cfg.max_epochs`; returns the epochs' stats (rank 0)."""
+def run_training(opts: TrainOptions, validator: Validator | None = None) -> list[dict[str, float]]:
+    """Train from the latest checkpoint of `opts.name` to `cfg.max_epochs`; returns the epochs' stats (rank 0).
+
+    validator: scores the due epochs' checkpoints (needed with --val-dset; see trainer/epoch_validation.py).
+    """
+    if (opts.validation is None) != (validator is None):
+        raise ValueError("run_training: pass a validator exactly when opts.validation (--val-dset) is set")
     info = distributed.setup(opts.device)
     created = missing_folders(*run_folders(opts)) if info.is_main else []  # rank 0 alone makes folders
     try:
-        return _train(opts, info)
+        return _train(opts, info, validator)
     except BaseException:  # an error or an interrupt: the folders it made and left empty go again
         remove_empty_folders(created)
         raise
@@ -218,6 +241,8 @@ def run_folders(opts: TrainOptions) -> list[Path]:
                opts.dataset_stats_dir]
     if opts.cfg.dset == "synthetic":
         folders.append(opts.synthetic_root)
+    if opts.validation is not None and opts.validation.dset == "demo":
+        folders.append(opts.validation.root)
     return folders
 
 
@@ -238,6 +263,8 @@ def check_before_training(opts: TrainOptions, world_size: int) -> None:
     # the videos are generated unless a finished synthetic dataset is already there (which is only read)
     if cfg.dset == "synthetic" and not (opts.synthetic_root / MANIFEST).is_file():
         check_writable(opts.synthetic_root, "--synthetic-root")
+    if opts.validation is not None:
+        check_validation_root(opts.validation)
     cache.check_info(training_cache_info(opts), write=False)  # recorded once the data is accepted (_train)
 
 
@@ -261,21 +288,38 @@ def training_cache_info(opts: TrainOptions) -> dict:
     return info
 
 
-def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
+def _train(opts: TrainOptions, info: DistInfo, validator: Validator | None = None) -> list[dict[str, float]]:
     cfg = opts.cfg
-    refiner_init = None
-    if opts.init_pth is not None and latest_checkpoint(opts.paths.checkpoints, opts.name) is None:
+    refiner_init = finetune = None
+    resuming = latest_checkpoint(opts.paths.checkpoints, opts.name) is not None
+    if opts.init_pth is not None and not resuming:
         # read once, first: a damaged or refused file fails the run before anything is made
         refiner_init = distributed.on_every_process(lambda: read_refiner_init(opts.init_pth, cfg.backbone), info)
+    if opts.finetune is not None and not resuming:
+        finetune = distributed.on_every_process(
+            lambda: read_finetune(opts.finetune, cfg.backbone, opts.backbone_weights), info)
+    say = tqdm.write if info.is_main else (lambda text: None)
+    settings = distributed.on_main(lambda: training_settings(opts), info)
+
+    def check_resume() -> None:
+        check_dataset_roots(opts)  # a missing dataset or split file is named first, as a changed setting of it
+        check_resume_settings(opts, settings, say)
+
+    distributed.on_main(check_resume, info)
+    validation = EpochValidation(opts, validator, info, say) if validator is not None else None
+    if validation is not None:
+        distributed.on_main(validation.check, info)  # reads only: a set that cannot be scored fails the run now
     # rank 0 checks (it alone writes checkpoints, logs and the cache index); all ranks stop together on an error
     distributed.on_main(lambda: check_before_training(opts, info.world_size), info)
+    if validation is not None:
+        validation.prepare()
     seed_everything(cfg.seed + info.rank)
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset = _training_set(opts, info)
     distributed.on_main(lambda: record_cache_index(opts), info)  # only now: a refused tree leaves no index behind
 
-    trainer = Trainer(opts, info, refiner_init)
+    trainer = Trainer(opts, info, refiner_init, finetune, settings)
     sampler = EpochSampler(dataset, info, cfg.seed, cfg.epoch_samples)
     loader = DataLoader(dataset, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
                         num_workers=cfg.workers, pin_memory=info.device.type == "cuda", drop_last=False,
@@ -283,26 +327,36 @@ def _train(opts: TrainOptions, info: DistInfo) -> list[dict[str, float]]:
     if info.is_main:  # a missing tensorboard package fails now, not after the first epoch
         importlib.import_module("torch.utils.tensorboard")
     logger = None  # made with the first checkpoint: a run that fails before it leaves no empty log folder behind
-    if trainer.start_epoch > cfg.max_epochs:
-        trainer.say(f"{opts.name}: epoch {trainer.start_epoch - 1} already done, nothing to train "
-                    f"(raise --max-epochs to continue)")
+
+    def log() -> TrainLogger:
+        nonlocal logger
+        if logger is None:
+            logger = TrainLogger(opts.paths.tensorboard, opts.name)
+        return logger
+
     history = []
     try:
+        if validation is not None:  # an epoch whose validation was cut short is validated before training on
+            validation.catch_up(trainer.start_epoch - 1, log)
+        if trainer.start_epoch > cfg.max_epochs:
+            trainer.say(f"{opts.name}: epoch {trainer.start_epoch - 1} already done, nothing to train "
+                        f"(raise --max-epochs to continue)")
         for epoch in range(trainer.start_epoch, cfg.max_epochs + 1):
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             stats = trainer.train_epoch(loader, epoch)
             if info.is_main:
                 path = trainer.save(epoch, stats)
-                if logger is None:
-                    logger = TrainLogger(opts.paths.tensorboard, opts.name)
-                logger.scalars(epoch, stats)
+                log().scalars(epoch, stats)
                 if trainer.last_sample is not None:
                     logger.image_grid(epoch, sample_grid(*trainer.last_sample))
                 trainer.say(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()) + f" -> {path}")
             distributed.barrier(info)
             history.append(stats)
             raise_if_interrupted()
+            if validation is not None:  # after the barrier: every process can read the checkpoint now
+                validation.after_epoch(epoch, log)
+                raise_if_interrupted()
     finally:
         if logger is not None:
             logger.close()

@@ -8,11 +8,17 @@ from pathlib import Path
 
 from lib.atomic import unwritable_reason
 from lib.devices import resolve_device
-from lib.arg_types import parse_frame_size
-from models.config import BACKBONES, TrainConfig
+from lib.arg_types import parse_frame_size, reuse_threshold_arg
+from models.config import BACKBONES, TrackerConfig, TrainConfig
+from dataset.eval_sets import EVAL_SETS, SET_INFO
 
 DSETS = ("all", "dv2017", "ytvos2018", "synthetic", "folder")
 DSET_ALIASES = {"yt2018": "ytvos2018"}
+# --val-dset: evaluate.py's sets with ground truth ('folder' when its tree is fully annotated; 'demo' is
+# evaluate.py's generated set, scored as DAVIS 2017 val)
+VAL_SETS = tuple(name for name in EVAL_SETS if SET_INFO[name].scoring is not None) + ("folder", "demo")
+# the sets whose root train.py already knows (the flag that gives it); the others need --val-root
+VAL_ROOT_DEFAULTS = {"dv2016val": "--davis-root", "dv2017val": "--davis-root", "yt2018jjval": "--ytvos-root"}
 
 
 class TrainingError(RuntimeError):
@@ -34,6 +40,25 @@ class RunPaths:
 
 
 @dataclass(frozen=True)
+class ValidationOptions:
+    """--val-dset SET [--val-root DIR] --val-every N --val-TH TH: score the saved checkpoints while training."""
+
+    dset: str  # one of VAL_SETS
+    root: Path  # the set's root ('demo': where its videos are generated)
+    every: int  # validate epochs that are multiples of this (and the last epoch)
+    tau: float  # the reuse threshold validated besides TH 1.0
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """TH 1.0 (never reuses: the accuracy of the full path), then --val-TH unless that is 1.0 too."""
+        return (1.0,) if self.tau == 1.0 else (1.0, self.tau)
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        """Whether `epoch` is validated: every --val-every epochs, and the run's last epoch."""
+        return epoch % self.every == 0 or epoch == last_epoch
+
+
+@dataclass(frozen=True)
 class TrainOptions:
     """Everything a training run needs: hyperparameters in `cfg`, the rest is about this run."""
 
@@ -46,6 +71,9 @@ class TrainOptions:
     tmcache_readonly: bool = False
     lr_given: bool = False  # --lr was on the command line: a resumed run switches to it (Trainer._restore)
     keep_last: int | None = None  # --keep-last: epoch checkpoints kept (None: all)
+    finetune: Path | None = None  # --finetune: every trained part starts from this G-FRTM checkpoint
+    validation: ValidationOptions | None = None  # --val-dset and its flags (None: no validation)
+    allow_changed_settings: bool = False  # --allow-changed-settings: resume even with other settings
 
     @property
     def dataset_stats_dir(self) -> Path:
@@ -98,6 +126,10 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
                    help="epochs over which the reuse cap ramps linearly from 0 to m1 (0: m1 from the start)")
     p.add_argument("--initPth", help="initialise the refinement network from this FRTM/G-FRTM checkpoint's "
                                      "'refiner.' weights (non-strict; ignored when resuming)")
+    p.add_argument("--finetune", metavar="CKPT",
+                   help="start every trained part (gate, template matching, delta generator, refinement network) "
+                        "from this G-FRTM checkpoint, a published one or one of this project's; the optimiser and "
+                        "the learning-rate schedule start fresh at epoch 1 (ignored when resuming)")
     p.add_argument("--max-epochs", type=int, default=d.max_epochs, help="last epoch")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="samples per step over all processes (divided among torchrun processes)")
@@ -109,6 +141,20 @@ def build_parser(paths: dict[str, str]) -> argparse.ArgumentParser:
                    help="after each epoch's checkpoint is saved, delete this run's older epoch checkpoints so that "
                         "only the newest N remain (default: keep all; a 260-epoch ResNet-18 run keeps about 7 GB)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--allow-changed-settings", action="store_true",
+                   help="resume even when settings that shape the result (--batch-size, --size, --dset, ...) differ "
+                        "from those the checkpoint records; later checkpoints record the new ones")
+    p.add_argument("--val-dset", choices=EVAL_SETS + ("demo",), metavar="SET",
+                   help=f"after each validated epoch's checkpoint is saved, score it on this evaluation set as "
+                        f"evaluate.py does (sets with ground truth: {', '.join(VAL_SETS)}); rows go to "
+                        f"<checkpoints>/<name>/validation.csv, the chosen checkpoint to best.pth")
+    p.add_argument("--val-root", metavar="DIR",
+                   help="root of the --val-dset set (default: --davis-root for dv2016val/dv2017val, --ytvos-root "
+                        "for yt2018jjval; needed for lvos and folder)")
+    p.add_argument("--val-every", type=int, metavar="N",
+                   help="validate every N epochs, and the last epoch (default: 1)")
+    p.add_argument("--val-TH", type=reuse_threshold_arg, metavar="TH",
+                   help=f"reuse threshold validated besides TH 1.0 (default: {TrackerConfig().tau})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr}). When resuming, a value other "
                                             f"than the checkpoint's rescales its schedule to it; without --lr the "
                                             f"checkpoint's is kept")
@@ -175,6 +221,12 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
     if args.initPth and not Path(args.initPth).is_file():
         raise TrainingError(f"--initPth {args.initPth}: no such file; pass the path of an FRTM or G-FRTM checkpoint "
                             f"(or leave --initPth out to start the refinement network from scratch)")
+    if args.finetune and not Path(args.finetune).is_file():
+        raise TrainingError(f"--finetune {args.finetune}: no such file; pass the path of a G-FRTM checkpoint (a "
+                            f"published one such as rn18_all.pth, or one of this project's)")
+    if args.finetune and args.initPth:
+        raise TrainingError("--finetune and --initPth both set the starting weights (--finetune every trained part, "
+                            "--initPth only the refinement network); pass one of them")
     if args.synthetic_frames < args.seq_len:
         raise TrainingError(f"--synthetic-frames {args.synthetic_frames} is shorter than --seq-len {args.seq_len}")
     cfg = replace(
@@ -198,7 +250,42 @@ def options_from_args(args: argparse.Namespace, paths: dict[str, str]) -> TrainO
     return TrainOptions(name=name, cfg=cfg, paths=run_paths, device=args.dev,
                         init_pth=Path(args.initPth) if args.initPth else None, backbone_weights=weights,
                         tmcache_readonly=args.tmcache_readonly, lr_given=args.lr is not None,
-                        keep_last=args.keep_last)
+                        keep_last=args.keep_last, finetune=Path(args.finetune) if args.finetune else None,
+                        validation=validation_options(args, run_paths),
+                        allow_changed_settings=args.allow_changed_settings)
+
+
+def validation_options(args: argparse.Namespace, run_paths: RunPaths) -> ValidationOptions | None:
+    """--val-dset and its flags; None without --val-dset (whose companions are then refused)."""
+    if args.val_dset is None:
+        given = [flag for flag, value in (("--val-root", args.val_root), ("--val-every", args.val_every),
+                                          ("--val-TH", args.val_TH)) if value is not None]
+        if given:
+            raise TrainingError(f"{given[0]} needs --val-dset SET (the evaluation set to validate on)")
+        return None
+    dset = args.val_dset
+    if dset not in VAL_SETS:
+        raise TrainingError(f"--val-dset {dset}: this set has no public ground truth, so it cannot be scored while "
+                            f"training; choose one of {', '.join(VAL_SETS)}")
+    every = 1 if args.val_every is None else args.val_every
+    if every < 1:
+        raise TrainingError(f"--val-every {every}: must be at least 1")
+    tau = TrackerConfig().tau if args.val_TH is None else args.val_TH
+    if dset == "demo":
+        if args.val_root is not None:
+            raise TrainingError("--val-root: --val-dset demo generates its own videos (those of evaluate.py --dset "
+                                "demo); drop --val-root, or pass --val-dset dv2017val --val-root DIR for a DAVIS tree")
+        parent = run_paths.checkpoints if args.tmcache_readonly else run_paths.tmcache
+        return ValidationOptions(dset, parent / "data" / "demo-val", every, tau)
+    if args.val_root is not None:
+        root = Path(args.val_root)
+    elif dset in VAL_ROOT_DEFAULTS:
+        flag = VAL_ROOT_DEFAULTS[dset]
+        root = run_paths.davis_root if flag == "--davis-root" else run_paths.ytvos_root
+    else:
+        raise TrainingError(f"--val-dset {dset} needs --val-root DIR, the folder evaluate.py's "
+                            f"{SET_INFO[dset].root_flag} names for it")
+    return ValidationOptions(dset, root, every, tau)
 
 
 def check_run_name(name: str) -> None:
@@ -260,6 +347,18 @@ def check_folder_flags(dset: str, root: Path | None) -> None:
     if not root.is_dir():
         raise TrainingError(f"--root {root}: not found; pass the folder holding JPEGImages/<sequence>/ and "
                             f"Annotations/<sequence>/")
+
+
+def check_validation_root(val: ValidationOptions) -> None:
+    """The --val-dset set's root exists (or, for the generated demo set, can be written)."""
+    if val.dset == "demo":
+        if not val.root.is_dir():
+            check_writable(val.root, "--tmcache (--val-dset demo generates its videos under <tmcache>/data, or "
+                                     "<checkpoints>/data with --tmcache-readonly)")
+        return
+    if not val.root.is_dir():
+        flag = "--val-root" if val.dset not in VAL_ROOT_DEFAULTS else f"--val-root (or {VAL_ROOT_DEFAULTS[val.dset]})"
+        raise TrainingError(f"--val-dset {val.dset}: no folder at {val.root}; pass {flag} with the set's root")
 
 
 def check_read_only_cache(root: Path, folder: Path) -> None:
