@@ -33,15 +33,16 @@ _EPS = 1e-7
 MAX_LABEL_ID = 255  # label maps with object ids are uint8 (the DAVIS annotation format)
 
 
-# exp of an argument below about -87.3 is a denormal or 0, which the CPU's exp computes some 20x more
-# slowly; from -87 on, exp is below 1.7e-38, a term that no sum containing the winner's exp(0) = 1
-# can notice, so arguments are floored there.
-_EXP_FLOOR = -87.0
+# exp of an argument below about -87.3 is a denormal or 0, and above 88.7 it overflows; the CPU's exp
+# computes those some 20x more slowly. From -87 on, exp is below 1.7e-38, a term that no sum
+# containing the winner's exp(0) = 1 can notice, so arguments are floored there. Positive arguments
+# only occur for one object where it loses to the background, whose kept value is 0 whatever they are.
+_EXP_RANGE = (-87.0, 80.0)
 
 
 def _exp_(x: Tensor) -> Tensor:
-    """exp in place, of the argument floored at _EXP_FLOOR."""
-    return x.clamp_(min=_EXP_FLOOR).exp_()
+    """exp in place, of the argument clamped to _EXP_RANGE."""
+    return x.clamp_(*_EXP_RANGE).exp_()
 
 
 def merge_objects(probs: Tensor, ids: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -77,42 +78,45 @@ def merge_objects(probs: Tensor, ids: Sequence[int] | None = None) -> tuple[Tens
 def _merge_one(p: Tensor) -> tuple[Tensor, Tensor]:
     """p (H,W) -> (won (H,W) float 0/1, kept (1,H,W)).
 
-    Where p > 0.5, 1 - c and 1 - (1 - c) are exact for the clamped c, so the background's odds are
-    (1 - c) / c, and the kept value 1 / (exp(background odds - odds) + 1) is the two-way softmax's.
+    Where p > 0.5 the clamp to 1 - 1e-7 only matters above it, where the kept value is 1 in any case
+    (the background's exp term is below 1e-38), so p is used as it is; there, 1 - p and 1 - (1 - p)
+    are exact, so the background's odds are (1 - p) / p, and the kept value 1 / (exp(background odds
+    - odds) + 1) is the two-way softmax's. Elsewhere the value is multiplied by 0.
     """
-    c = p.clamp(_EPS, 1 - _EPS)
-    rest = torch.rsub(c, 1)
-    kept = torch.div(rest, c).addcdiv_(c, rest, value=-1)  # background odds - odds
+    rest = torch.rsub(p, 1)
+    kept = torch.div(rest, p).addcdiv_(p, rest, value=-1)  # background odds - odds
     _exp_(kept).add_(1).reciprocal_()
     won = torch.gt(p, 0.5, out=rest)  # float 0/1, in a buffer no longer needed
     return won, kept.mul_(won).unsqueeze(0)
 
 
 def _merge_several(probs: Tensor, values: list[int]) -> tuple[Tensor, Tensor]:
-    """probs (N,H,W), values: the label of each object -> (labels (H,W) float, kept (N,H,W))."""
+    """probs (N,H,W), values: the label of each object -> (labels (H,W) float, kept (N,H,W)).
+
+    Only pixels where an object wins (best > 0.5) keep anything, so everything after the winner's
+    indicator is computed for them: there 1 - (1 - best) = best exactly, the background's odds are
+    (1 - best) / best, and the peak is the best object's odds. Elsewhere the values are finite and
+    multiplied by 0.
+    """
     c = probs.clamp(_EPS, 1 - _EPS)
     best = c.amax(dim=0)
     # kept starts as the first-round winner's indicator: the first object reaching the maximum,
     # where that maximum exceeds 0.5
     kept = torch.empty_like(c)
     unclaimed = torch.gt(best, 0.5, out=torch.empty_like(best))
-    labels = torch.zeros_like(best)
-    last = len(values) - 1
+    labels = None
     for k, value in enumerate(values):
         torch.eq(c[k], best, out=kept[k]).mul_(unclaimed)
-        if k < last:
+        if k < len(values) - 1:
             unclaimed.sub_(kept[k])
-        labels.add_(kept[k], alpha=value)
-    # the objects' odds in place, the background's (1 - best) and the peak: the larger of the
-    # background's and the best object's odds
-    c.div_(torch.rsub(c, 1))
-    background = torch.rsub(best, 1)
-    total = background / torch.rsub(background, 1)
-    peak = torch.maximum(total, best.div_(background), out=best)  # best / (1 - best): the best object's odds
-    _exp_(total.sub_(peak))
-    _exp_(c.sub_(peak))
+        labels = kept[k] * value if labels is None else labels.add_(kept[k], alpha=value)
+    # exp(odds - peak) of the background and of each object; -peak = best / (best - 1), and
+    # x + c / (1 - c) is one pass (addcdiv), the same rounding as the odds then the difference
+    minus_background = torch.sub(best, 1)
+    minus_peak = torch.div(best, minus_background)
+    total = _exp_(torch.addcdiv(minus_peak, minus_background, best, value=-1))
     for k in range(len(values)):
-        total.add_(c[k])
+        total.add_(_exp_(torch.addcdiv(minus_peak, c[k], torch.rsub(c[k], 1), out=c[k])))
     share = total.reciprocal_()  # the winner's softmax value (its exp term is exp(0) = 1)
     kept.mul_(share)
     labels.mul_(torch.gt(share, 0.5, out=unclaimed))  # the second round

@@ -205,29 +205,33 @@ class TapResize:
             self.column_weights = columns.flatten(2).transpose(1, 2).contiguous().to(device, torch.float32)
 
     def __call__(self, taps: Tensor) -> Tensor:
-        """taps (B,9,h,w), tap k = (dy+1)*3 + (dx+1) -> logits (B,1,H,W) float32 (a view with padded rows)."""
+        """taps (B,9,h,w), tap k = (dy+1)*3 + (dx+1) -> logits (B,1,H,W) float32 (a view with padded rows).
+
+        Few, large operations: each bmm is one call over all its blocks (per-block products, or a
+        bmm writing into a strided output, start a parallel region per block on the CPU).
+        """
         batch = taps.shape[0]
         height, width = self.tap_size
         rows, columns = self.rows, self.columns
         padded_width = columns.pad_before + width + columns.pad_after
         # (B, row, dy, column, dx), zero-padded columns; the dtype becomes float32 in this copy
-        x = taps.new_empty((batch, height, 3, padded_width, 3), dtype=torch.float32)
-        x[:, :, :, :columns.pad_before] = 0
-        x[:, :, :, columns.pad_before + width:] = 0
+        x = taps.new_zeros((batch, height, 3, padded_width, 3), dtype=torch.float32)  # one memset beats strided fills
         x[:, :, :, columns.pad_before:columns.pad_before + width] = taps.unflatten(1, (3, 3)).permute(0, 3, 1, 4, 2)
+        lines = batch * height * 3  # the rows (image, row, dy) of the column pass
+        windows = x.as_strided((columns.blocks, lines, columns.width * 3), (columns.stride * 3, padded_width * 3, 1),
+                               (columns.pad_before + columns.first) * 3)
+        by_block = torch.bmm(windows, self.column_weights)  # (column blocks, lines, block)
         out_width = columns.blocks * columns.block
         padded_height = rows.pad_before + height + rows.pad_after
         z = x.new_empty((batch, padded_height, 3, out_width))
         z[:, :rows.pad_before] = 0
         z[:, rows.pad_before + height:] = 0
+        inner = z[:, rows.pad_before:rows.pad_before + height]
+        inner.view(batch, height * 3, columns.blocks, columns.block).copy_(
+            by_block.view(columns.blocks, batch, height * 3, columns.block).permute(1, 2, 0, 3))
         out = x.new_empty((batch, 1, rows.blocks * rows.block, out_width))
-        row_length = padded_width * 3
         for i in range(batch):
-            xi, zi = x[i], z[i]
-            windows = xi.as_strided((columns.blocks, height * 3, columns.width * 3), (columns.stride * 3, row_length, 1),
-                                    xi.storage_offset() + (columns.pad_before + columns.first) * 3)
-            inner = zi[rows.pad_before:rows.pad_before + height].view(height * 3, columns.blocks, columns.block)
-            torch.bmm(windows, self.column_weights, out=inner.transpose(0, 1))
+            zi = z[i]
             windows = zi.as_strided((rows.blocks, rows.width * 3, out_width), (rows.stride * 3 * out_width, out_width, 1),
                                     zi.storage_offset() + (rows.pad_before + rows.first) * 3 * out_width)
             torch.bmm(self.row_weights, windows, out=out[i, 0].view(rows.blocks, rows.block, out_width))
