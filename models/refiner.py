@@ -264,6 +264,9 @@ class Refiner(nn.Module):
         A folded refiner has lost the checkpoint layout: its state_dict() and load_state_dict() raise,
         so a folded network cannot be saved or reloaded by mistake.
         """
+        if self.training:
+            raise RuntimeError("fold_batchnorm() needs an eval-mode refiner (BatchNorm then uses its running "
+                               "statistics); call .eval() first")
         if not self.folded:
             for module in self.modules():
                 if isinstance(module, RRB):
@@ -271,6 +274,12 @@ class Refiner(nn.Module):
             self.folded = True
             self.register_load_state_dict_pre_hook(_refuse_folded_load)
         return self
+
+    def train(self, mode: bool = True) -> "Refiner":
+        if mode and self.folded:
+            raise RuntimeError("a refiner whose BatchNorm is folded (fold_batchnorm) only runs inference; "
+                               "train the network before folding it, or fold a copy")
+        return super().train(mode)
 
     def state_dict(self, *args, **kwargs):
         if self.folded:

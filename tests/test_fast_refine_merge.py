@@ -164,6 +164,11 @@ def test_a_folded_refiner_cannot_be_saved_or_loaded(network_and_features):
         folded.state_dict()
     with pytest.raises(RuntimeError, match="fold_batchnorm"):
         folded.load_state_dict(net.state_dict())
+    with pytest.raises(RuntimeError, match="only runs inference"):
+        folded.train()
+    folded.eval()  # eval mode stays allowed
+    with pytest.raises(RuntimeError, match="eval"):
+        copy.deepcopy(net).train().refiner.fold_batchnorm()
     assert list(net.state_dict()) == keys  # the unfolded network is untouched
 
 
