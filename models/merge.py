@@ -10,17 +10,18 @@ in the label map even though one of them won the first round. A single object go
 merge (background 1 - p): it keeps the softmax value of its odds against the background's where
 p > 0.5, not p itself, and its label is p > 0.5.
 
-How it is computed (same results, a fraction of the passes over the frame). With m = max_k of the
-clamped p_k, the background is 1 - m and every odds value grows with its probability, so:
+How it is computed: the same arithmetic on the values that matter, a fraction of the passes over the
+frame (the kept maps and labels come out bit for bit as from the two full rounds). With m = max_k of
+the clamped p_k, the background is 1 - m and every odds value grows with its probability, so:
 - the first round's winner is the first object with p_k = m where m > 0.5, else the background
   (at m = 0.5 background and object tie, and ties go to the lower index, the background);
 - the winner's odds are the peak of the softmax, so its softmax value is 1 / sum_j exp(odds_j - peak),
-  the very sums the aggregation forms;
+  the very sum the aggregation forms, in the same order;
 - in the second round only the winner holds a value (the others are clamped to 1e-7), against a
   background of 1 minus it: the label is the winner where its kept value exceeds 0.5, else 0.
-One object needs no sum: its kept value is sigmoid(odds - background odds) where p > 0.5.
-Everything runs as float arithmetic on whole maps (boolean maps, `where` and reductions over the
-object dimension are several times slower on the CPU), mostly in place.
+One object needs no maximum and no sum: its kept value is 1 / (exp(background odds - odds) + 1)
+where p > 0.5, its label p > 0.5. Everything runs as float arithmetic on whole maps (boolean maps,
+`where` and reductions over the object dimension are several times slower on the CPU), mostly in place.
 """
 from __future__ import annotations
 
@@ -93,30 +94,30 @@ def _merge_one(p: Tensor) -> tuple[Tensor, Tensor]:
 def _merge_several(probs: Tensor, values: list[int]) -> tuple[Tensor, Tensor]:
     """probs (N,H,W), values: the label of each object -> (labels (H,W) float, kept (N,H,W)).
 
-    Only pixels where an object wins (best > 0.5) keep anything, so everything after the winner's
-    indicator is computed for them: there 1 - (1 - best) = best exactly, the background's odds are
-    (1 - best) / best, and the peak is the best object's odds. Elsewhere the values are finite and
-    multiplied by 0.
+    Only pixels where an object wins (best > 0.5) keep anything, so the softmax is computed for
+    them: there 1 - (1 - best) = best exactly, the background's odds are (1 - best) / best, and the
+    peak is the best object's odds. Elsewhere the values are finite and multiplied by 0. Each object
+    is done in one sweep (its exp term, then its winner indicator over its clamped map), in few buffers.
     """
-    c = probs.clamp(_EPS, 1 - _EPS)
-    best = c.amax(dim=0)
-    # kept starts as the first-round winner's indicator: the first object reaching the maximum,
-    # where that maximum exceeds 0.5
-    kept = torch.empty_like(c)
-    unclaimed = torch.gt(best, 0.5, out=torch.empty_like(best))
-    labels = None
-    for k, value in enumerate(values):
-        torch.eq(c[k], best, out=kept[k]).mul_(unclaimed)
-        if k < len(values) - 1:
-            unclaimed.sub_(kept[k])
-        labels = kept[k] * value if labels is None else labels.add_(kept[k], alpha=value)
-    # exp(odds - peak) of the background and of each object; -peak = best / (best - 1), and
-    # x + c / (1 - c) is one pass (addcdiv), the same rounding as the odds then the difference
+    kept = probs.clamp(_EPS, 1 - _EPS)  # the clamped probabilities; then, object by object, the kept maps
+    best = kept.amax(dim=0)
+    unclaimed = torch.gt(best, 0.5, out=torch.empty_like(best))  # an object wins, and none has claimed it yet
+    # exp(odds - peak) of the background, then of each object: with -peak = best / (best - 1) and
+    # c - 1 = -(1 - c), x - c / (c - 1) is the odds minus the peak in one pass (addcdiv), rounded as
+    # the odds then the difference
     minus_background = torch.sub(best, 1)
     minus_peak = torch.div(best, minus_background)
-    total = _exp_(torch.addcdiv(minus_peak, minus_background, best, value=-1))
-    for k in range(len(values)):
-        total.add_(_exp_(torch.addcdiv(minus_peak, c[k], torch.rsub(c[k], 1), out=c[k])))
+    total = _exp_(torch.addcdiv(minus_peak, minus_background, best, value=-1, out=minus_background))
+    term = torch.empty_like(best)
+    labels = torch.zeros_like(best)
+    for k, value in enumerate(values):
+        clamped = kept[k]
+        torch.sub(clamped, 1, out=term)
+        total.add_(_exp_(torch.addcdiv(minus_peak, clamped, term, value=-1, out=term)))
+        indicator = torch.eq(clamped, best, out=clamped).mul_(unclaimed)  # the first object reaching the best
+        if k < len(values) - 1:
+            unclaimed.sub_(indicator)
+        labels.add_(indicator, alpha=value)
     share = total.reciprocal_()  # the winner's softmax value (its exp term is exp(0) = 1)
     kept.mul_(share)
     labels.mul_(torch.gt(share, 0.5, out=unclaimed))  # the second round
