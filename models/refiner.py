@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import NetworkConfig
-from models.upsampling import pyramid_upsample2x, recording, resize, tap_resize
+from models.upsampling import pyramid_upsample2x, resize, tap_resize
 
 # Widths and kernels below are fixed by the published checkpoint layout, not tunable.
 TRANSLATOR_WIDTH = 48  # per dilated branch
@@ -47,9 +47,10 @@ def _run(layers: nn.Sequential, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def fold_batchnorm_into_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
-    """Make `conv` compute conv -> norm (eval mode), in place: w * g / sqrt(v + eps), beta + (b - m) * g / sqrt(v + eps).
+    """Make `conv` compute conv -> norm (eval mode), in place.
 
-    Computed in float64 and stored in the conv's dtype and memory format; no new module, so no random initialisation.
+    w' = w * g / sqrt(v + eps), b' = beta + (b - m) * g / sqrt(v + eps); computed in float64, stored in the
+    conv's dtype and memory format. No new module is built, so no random initialisation draws from the RNG.
     """
     scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
@@ -257,7 +258,7 @@ class Refiner(nn.Module):
         self.folded = False
 
     @torch.no_grad()
-    def fold_batchnorm(self) -> "Refiner":
+    def fold_batchnorm(self) -> Refiner:
         """Fold every RRB's BatchNorm into the conv before it, for inference (same output up to rounding).
 
         Call it once on a network that only runs inference (eval mode), after loading its weights.
@@ -275,7 +276,7 @@ class Refiner(nn.Module):
             self.register_load_state_dict_pre_hook(_refuse_folded_load)
         return self
 
-    def train(self, mode: bool = True) -> "Refiner":
+    def train(self, mode: bool = True) -> Refiner:
         if mode and self.folded:
             raise RuntimeError("a refiner whose BatchNorm is folded (fold_batchnorm) only runs inference; "
                                "train the network before folding it, or fold a copy")

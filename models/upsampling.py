@@ -28,7 +28,7 @@ def resize(x: Tensor, size) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def recording(x: Tensor) -> bool:
+def _recording(x: Tensor) -> bool:
     """True when autograd records operations on x (training): only then are plain forms required."""
     return torch.is_grad_enabled() and x.requires_grad
 
@@ -101,7 +101,7 @@ def pyramid_upsample2x(x: Tensor) -> Tensor:
       even/odd column) as an ordinary depthwise 4x4 convolution, written into its interleaved place.
     The memory format of the input is kept.
     """
-    if recording(x):
+    if _recording(x):
         return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
     channels = x.shape[1]
     padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
@@ -160,7 +160,7 @@ class _Band:
         return self.coefficients.shape[1]
 
     @staticmethod
-    def build(length: int, size: int, block: int) -> "_Band":
+    def build(length: int, size: int, block: int) -> _Band:
         operators = torch.stack([shifted_resize_operator(length, size, s) for s in TAP_SHIFTS], dim=-1)
         blocks = -(-size // block)
         stride = max(1, round(block * length / size))
@@ -186,11 +186,11 @@ class TapResize:
     """The Upsampler's last step for one tap-map size and image size, as two banded matrix products.
 
     logits(i, j) = sum over taps (dy, dx) of [resize(pyramid2x(tap map))](i + dy, j + dx), zero outside
-    the image. Each axis's "pyramid 2x, bilinear resize, shift" is a (size x length) matrix with a few
-    nonzeros per row, so the sum is R_-1 T_-1,x C_x' + ... = sum over dy of R_dy (sum over dx of
-    T_dy,dx C_dx'): one product along the columns (the three dx maps of each dy at once), then one
-    along the rows (the three dy maps at once), each in blocks of outputs that read a window of
-    inputs. Float32 throughout; the 9 stride-2 maps are read once, the image-size logits written once.
+    the image. Along each axis "pyramid 2x, bilinear resize, read d pixels on" is a matrix with a few
+    nonzeros per row: R_d (H x h) for rows, C_d (W x w) for columns. So logits = sum over dy of
+    R_dy (sum over dx of T_dy,dx C_dx'), T being the tap maps: one product along the columns (the three
+    dx maps of each row at once), then one along the rows (the three dy maps at once), each in blocks
+    of outputs that read a window of inputs. Float32 throughout; the image-size logits are written once.
     """
 
     def __init__(self, tap_size: tuple[int, int], image_size: tuple[int, int], device: torch.device) -> None:
@@ -205,7 +205,8 @@ class TapResize:
             self.column_weights = columns.flatten(2).transpose(1, 2).contiguous().to(device, torch.float32)
 
     def __call__(self, taps: Tensor) -> Tensor:
-        """taps (B,9,h,w), tap k = (dy+1)*3 + (dx+1) -> logits (B,1,H,W) float32 (a view with padded rows).
+        """taps (B,9,h,w), tap k = (dy+1)*3 + (dx+1) -> logits (B,1,H,W) float32, a view into a buffer
+        with padded rows and columns.
 
         Few, large operations: each bmm is one call over all its blocks (per-block products, or a
         bmm writing into a strided output, start a parallel region per block on the CPU).
@@ -232,7 +233,8 @@ class TapResize:
         out = x.new_empty((batch, 1, rows.blocks * rows.block, out_width))
         for i in range(batch):
             zi = z[i]
-            windows = zi.as_strided((rows.blocks, rows.width * 3, out_width), (rows.stride * 3 * out_width, out_width, 1),
+            windows = zi.as_strided((rows.blocks, rows.width * 3, out_width),
+                                    (rows.stride * 3 * out_width, out_width, 1),
                                     zi.storage_offset() + (rows.pad_before + rows.first) * 3 * out_width)
             torch.bmm(self.row_weights, windows, out=out[i, 0].view(rows.blocks, rows.block, out_width))
         return out[:, :, :self.image_size[0], :self.image_size[1]]
