@@ -211,6 +211,10 @@ class TapResize:
         Few, large operations: each bmm is one call over all its blocks (per-block products, or a
         bmm writing into a strided output, start a parallel region per block on the CPU).
         """
+        with torch.autocast(taps.device.type, enabled=False):  # float32 even inside an autocast region
+            return self._resize(taps)
+
+    def _resize(self, taps: Tensor) -> Tensor:
         batch = taps.shape[0]
         height, width = self.tap_size
         rows, columns = self.rows, self.columns

@@ -15,7 +15,7 @@ from models.gfrtm import GFRTM
 from models.merge import merge_objects
 from models.refiner import Refiner, Upsampler
 from models.template import mask_to_stride
-from models.upsampling import pyramid_upsample2x, shifted_resize_operator
+from models.upsampling import pyramid_upsample2x, shifted_resize_operator, tap_resize
 
 H, W = 41, 58  # odd on purpose: the stride-4 maps then overhang the image
 
@@ -98,6 +98,16 @@ def test_upsampler_equals_the_plain_composition(image_size, channels_last):
         got = up(x, image_size)
     assert got.shape == (2, 1, *image_size) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_tap_resize_stays_float32_inside_an_autocast_region():
+    taps = torch.randn(2, 9, 6, 8)
+    resize_taps = tap_resize((6, 8), (11, 15), taps.device)
+    expected = resize_taps(taps)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = resize_taps(taps)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def test_shifted_resize_operator_is_the_interpolation_read_one_pixel_on():
