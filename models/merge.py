@@ -9,63 +9,116 @@ more, to the kept maps. A pixel where several objects are unsure can therefore e
 in the label map even though one of them won the first round. A single object goes through the same
 merge (background 1 - p): it keeps the softmax value of its odds against the background's where
 p > 0.5, not p itself, and its label is p > 0.5.
+
+How it is computed: the same arithmetic on the values that matter, a fraction of the passes over the
+frame (the kept maps and labels come out bit for bit as from the two full rounds). With m = max_k of
+the clamped p_k, the background is 1 - m and every odds value grows with its probability, so:
+- the first round's winner is the first object with p_k = m where m > 0.5, else the background
+  (at m = 0.5 background and object tie, and ties go to the lower index, the background);
+- the winner's odds are the peak of the softmax, so its softmax value is 1 / sum_j exp(odds_j - peak),
+  the very sum the aggregation forms, in the same order;
+- in the second round only the winner holds a value (the others are clamped to 1e-7), against a
+  background of 1 minus it: the label is the winner where its kept value exceeds 0.5, else 0.
+One object needs no maximum and no sum: its kept value is 1 / (exp(background odds - odds) + 1)
+where p > 0.5, its label p > 0.5. Everything runs as float arithmetic on whole maps (boolean maps,
+`where` and reductions over the object dimension are several times slower on the CPU), mostly in place.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 _EPS = 1e-7
+MAX_LABEL_ID = 255  # label maps with object ids are uint8 (the DAVIS annotation format)
 
 
-def aggregate(probs: Tensor) -> tuple[Tensor, Tensor]:
-    """One round of the published aggregation.
-
-    Args:
-        probs: (N,H,W) foreground probabilities of N >= 1 objects.
-    Returns:
-        winner: (H,W) long argmax over [background, objects] (0 = background, k = the k-th object).
-        softmax: (N+1,H,W) the softmax over the odds of [background, objects].
-
-    Written as elementwise passes over the N objects (a running minimum, maximum and sum) rather
-    than reductions across the object dimension, which are several times slower on the CPU. The
-    softmax is the usual max-shifted one; ties go to the lower index, as argmax does.
-    """
-    p = probs.clamp(_EPS, 1 - _EPS)
-    background = 1 - p[0]
-    for k in range(1, p.shape[0]):
-        background = torch.minimum(background, 1 - p[k])
-    candidates = torch.cat([background.unsqueeze(0), p])
-    odds = candidates / (1 - candidates)
-    peak = odds[0]
-    for k in range(1, odds.shape[0]):
-        peak = torch.maximum(peak, odds[k])
-    exp = torch.exp(odds - peak)
-    total = exp[0]
-    for k in range(1, exp.shape[0]):
-        total = total + exp[k]
-    softmax = exp / total
-    best = softmax[0]
-    winner = torch.zeros(softmax.shape[1:], dtype=torch.long, device=probs.device)
-    for k in range(1, softmax.shape[0]):
-        better = softmax[k] > best
-        best = torch.where(better, softmax[k], best)
-        winner.masked_fill_(better, k)
-    return winner, softmax
+# exp of an argument below about -87.3 is a denormal or 0, and above 88.7 it overflows; the CPU's exp
+# computes those some 20x more slowly. From -87 on, exp is below 1.7e-38, a term that no sum
+# containing the winner's exp(0) = 1 can notice, so arguments are floored there. Positive arguments
+# only occur for one object where it loses to the background, whose kept value is 0 whatever they are.
+_EXP_RANGE = (-87.0, 80.0)
 
 
-def merge_objects(probs: Tensor) -> tuple[Tensor, Tensor]:
+def _exp_(x: Tensor) -> Tensor:
+    """exp in place, of the argument clamped to _EXP_RANGE."""
+    return x.clamp_(*_EXP_RANGE).exp_()
+
+
+def merge_objects(probs: Tensor, ids: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """Merge the soft masks of the objects of one frame.
 
     Args:
-        probs: (N,H,W) foreground probability of each of N >= 1 objects.
+        probs: (N,H,W) foreground probability of each of N >= 1 objects (computed in float32).
+        ids: optional object id of each of the N objects (1..255).
     Returns:
-        labels: (H,W) long, 0 = background, k = the k-th object (1-based position in `probs`).
-        kept: (N,H,W) what enters each object's target-model memory: its softmax value where it
-            wins the first round and 0 elsewhere (also for N = 1).
+        labels: (H,W): without ids, long positions (0 = background, k = the k-th object, 1-based);
+            with ids, uint8 object ids (0 = background).
+        kept: (N,H,W) float32, what enters each object's target-model memory: its softmax value
+            where it wins the first round and 0 elsewhere (also for N = 1).
     """
-    winner, softmax = aggregate(probs)
-    positions = torch.arange(1, probs.shape[0] + 1, device=probs.device).view(-1, 1, 1)
-    kept = softmax[1:] * (winner.unsqueeze(0) == positions)
-    labels, _ = aggregate(kept)
+    if probs.dim() != 3 or probs.shape[0] < 1:
+        raise ValueError(f"merge_objects expects probabilities of shape (N,H,W) with N >= 1, got {tuple(probs.shape)}")
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        if len(ids) != probs.shape[0]:
+            raise ValueError(f"merge_objects got {len(ids)} ids for {probs.shape[0]} objects")
+        if any(not 1 <= i <= MAX_LABEL_ID for i in ids):
+            raise ValueError(f"object ids must lie in 1..{MAX_LABEL_ID} for a uint8 label map, got {ids}")
+    values = list(range(1, probs.shape[0] + 1)) if ids is None else ids
+    probs = probs.float()
+    if probs.shape[0] == 1:
+        won, kept = _merge_one(probs[0])
+        labels = won if values[0] == 1 else won.mul_(values[0])
+    else:
+        labels, kept = _merge_several(probs, values)
+    return labels.to(torch.long if ids is None else torch.uint8), kept
+
+
+def _merge_one(p: Tensor) -> tuple[Tensor, Tensor]:
+    """p (H,W) -> (won (H,W) float 0/1, kept (1,H,W)).
+
+    Where p > 0.5 the clamp to 1 - 1e-7 only matters above it, where the kept value is 1 in any case
+    (the background's exp term is below 1e-38), so p is used as it is; there, 1 - p and 1 - (1 - p)
+    are exact, so the background's odds are (1 - p) / p, and the kept value 1 / (exp(background odds
+    - odds) + 1) is the two-way softmax's. Elsewhere the value is multiplied by 0.
+    """
+    rest = torch.rsub(p, 1)
+    kept = torch.div(rest, p).addcdiv_(p, rest, value=-1)  # background odds - odds
+    _exp_(kept).add_(1).reciprocal_()
+    won = torch.gt(p, 0.5, out=rest)  # float 0/1, in a buffer no longer needed
+    return won, kept.mul_(won).unsqueeze(0)
+
+
+def _merge_several(probs: Tensor, values: list[int]) -> tuple[Tensor, Tensor]:
+    """probs (N,H,W), values: the label of each object -> (labels (H,W) float, kept (N,H,W)).
+
+    Only pixels where an object wins (best > 0.5) keep anything, so the softmax is computed for
+    them: there 1 - (1 - best) = best exactly, the background's odds are (1 - best) / best, and the
+    peak is the best object's odds. Elsewhere the values are finite and multiplied by 0. Each object
+    is done in one sweep (its exp term, then its winner indicator over its clamped map), in few buffers.
+    """
+    kept = probs.clamp(_EPS, 1 - _EPS)  # the clamped probabilities; then, object by object, the kept maps
+    best = kept.amax(dim=0)
+    unclaimed = torch.gt(best, 0.5, out=torch.empty_like(best))  # an object wins, and none has claimed it yet
+    # exp(odds - peak) of the background, then of each object: with -peak = best / (best - 1) and
+    # c - 1 = -(1 - c), x - c / (c - 1) is the odds minus the peak in one pass (addcdiv), rounded as
+    # the odds then the difference
+    minus_background = torch.sub(best, 1)
+    minus_peak = torch.div(best, minus_background)
+    total = _exp_(torch.addcdiv(minus_peak, minus_background, best, value=-1, out=minus_background))
+    term = torch.empty_like(best)
+    labels = torch.zeros_like(best)
+    for k, value in enumerate(values):
+        clamped = kept[k]
+        torch.sub(clamped, 1, out=term)
+        total.add_(_exp_(torch.addcdiv(minus_peak, clamped, term, value=-1, out=term)))
+        indicator = torch.eq(clamped, best, out=clamped).mul_(unclaimed)  # the first object reaching the best
+        if k < len(values) - 1:
+            unclaimed.sub_(indicator)
+        labels.add_(indicator, alpha=value)
+    share = total.reciprocal_()  # the winner's softmax value (its exp term is exp(0) = 1)
+    kept.mul_(share)
+    labels.mul_(torch.gt(share, 0.5, out=unclaimed))  # the second round
     return labels, kept

@@ -11,88 +11,55 @@ once at batch 1 and is broadcast, not copied; `Refiner.encode` keeps it for seve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import NetworkConfig
+from models.upsampling import pyramid_upsample2x, resize, tap_resize
 
 # Widths and kernels below are fixed by the published checkpoint layout, not tunable.
 TRANSLATOR_WIDTH = 48  # per dilated branch
 TRANSLATOR_DILATIONS = (1, 2, 3)
 TRANSLATOR_BLEND_KERNEL = 5
 UPSAMPLER_WIDTH = 32
-CUBIC_A = -0.75  # the bicubic kernel of the pyramid upsampling (PyTorch's and OpenCV's)
-
-
-def resize(x: Tensor, size) -> Tensor:
-    """Bilinear (align_corners=False) resize of (B,C,h,w) to `size`; a no-op when the size already matches."""
-    size = tuple(size)
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _cubic_taps(t: float) -> tuple[float, float, float, float]:
-    """Weights of the 4 input samples around a position with fraction t, cubic convolution a = -0.75."""
-    a = CUBIC_A
-
-    def near(d: float) -> float:  # |d| <= 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d: float) -> float:  # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-
-    return far(t + 1), near(t), near(1 - t), far(2 - t)
-
-
-# 2x with half-pixel centres: output 2i samples input i - 0.25 (taps i-2..i+1), output 2i+1 samples
-# i + 0.25 (taps i-1..i+2).
-EVEN_TAPS = _cubic_taps(0.75)
-ODD_TAPS = _cubic_taps(0.25)
-
-
-def _transposed_kernel() -> Tensor:
-    """(8,) kernel of a stride-2 transposed convolution that interleaves the two phases:
-    output o gets input i with weight k[o + 7 - 2i] (see `pyramid_upsample2x`)."""
-    k = torch.zeros(8, dtype=torch.float64)
-    k[7], k[5], k[3], k[1] = EVEN_TAPS
-    k[6], k[4], k[2], k[0] = ODD_TAPS
-    return k
-
-
-UPSAMPLE_KERNEL_1D = _transposed_kernel()
-
-
-@lru_cache(maxsize=32)
-def _depthwise_upsample_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """(channels, 1, 8, 8) weight of the transposed convolution, built once per channel count, dtype and device."""
-    with torch.inference_mode(False):  # an ordinary tensor: the cache outlives the inference_mode that asked
-        k = UPSAMPLE_KERNEL_1D.to(device=device)
-        return (k[:, None] * k[None, :]).to(dtype).expand(channels, 1, 8, 8).contiguous()
-
-
-def pyramid_upsample2x(x: Tensor) -> Tensor:
-    """(B,C,h,w) -> (B,C,2h,2w) bicubic pyramid upsampling: cubic kernel a = -0.75, border replicated.
-
-    F.interpolate's bicubic mode with align_corners=False computes exactly this (tests/test_network.py
-    checks it against explicit taps); it runs when autograd records. Otherwise the same sums run as
-    one depthwise stride-2 transposed convolution over the border-replicated input (the 4 taps of
-    each output phase interleaved in an 8x8 kernel; padding 7 crops the replicated margin), several
-    times faster on the CPU. The memory format of the input is kept.
-    """
-    if torch.is_grad_enabled() and x.requires_grad:
-        return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
-    channels = x.shape[1]
-    kernel = _depthwise_upsample_kernel(channels, x.dtype, x.device)
-    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    return F.conv_transpose2d(padded, kernel, stride=2, padding=7, groups=channels)
+CENTRE_TAP = 4  # tap (dy, dx) = (0, 0) of a 3x3 conv in the order k = (dy+1)*3 + (dx+1)
 
 
 def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+
+
+def _inference() -> bool:
+    """True when autograd does not record: the forwards may then work in place on their own fresh tensors."""
+    return not torch.is_grad_enabled()
+
+
+def _run(layers: nn.Sequential, x: Tensor) -> Tensor:
+    """layers(x) for a stack of convs and ReLUs; at inference the ReLUs act in place (x must be a fresh tensor)."""
+    if not _inference():
+        return layers(x)
+    for layer in layers:
+        x = x.relu_() if isinstance(layer, nn.ReLU) else layer(x)
+    return x
+
+
+@torch.no_grad()
+def fold_batchnorm_into_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    """Make `conv` compute conv -> norm (eval mode), in place.
+
+    w' = w * g / sqrt(v + eps), b' = beta + (b - m) * g / sqrt(v + eps); computed in float64, stored in the
+    conv's dtype and memory format. No new module is built, so no random initialisation draws from the RNG.
+    """
+    scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    folded_bias = norm.bias.double() + (bias - norm.running_mean.double()) * scale
+    conv.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(folded_bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+    else:
+        conv.bias.copy_(folded_bias)
 
 
 @dataclass
@@ -125,14 +92,14 @@ class TSE(nn.Module):
 
     def encode(self, features: Tensor) -> EncodedFeatures:
         """features (N,C,h,w) -> their EncodedFeatures."""
-        reduced = self.reduce(features)
+        reduced = _run(self.reduce, features)
         first, oc = self.transform[0], reduced.shape[1]
         shared = F.conv2d(reduced, first.weight[:, :oc], first.bias, padding=1)
         return EncodedFeatures(shared, reduced.mean(dim=(2, 3), keepdim=True))
 
     def forward(self, features: Tensor | EncodedFeatures, score: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
-        """features (1 or B,C,h,w) or their encoding, score (B,ic,*,*), prev (B,oc,*,*) or None
-        -> (h (B,oc,h,w), hpool).
+        """features (1 or B,C,h,w) or their encoding, score (B,ic,*,*) in any float dtype, prev (B,oc,*,*)
+        or None -> (h (B,oc,h,w), hpool).
 
         hpool is the global mean of the reduced features (B,oc,1,1) for the first layer, else prev.
         """
@@ -142,11 +109,15 @@ class TSE(nn.Module):
         first, oc = self.transform[0], encoded.pooled.shape[1]
         shared = encoded.shared
         own = F.conv2d(resize(score, shared.shape[-2:]).to(shared.dtype), first.weight[:, oc:], padding=1)
-        return self.transform[1:](shared + own), hpool
+        in_place = _inference() and own.shape == torch.broadcast_shapes(own.shape, shared.shape)
+        return _run(self.transform[1:], own.add_(shared) if in_place else shared + own), hpool
 
 
 class RRB(nn.Module):
-    """Residual refinement block: 1x1 conv, plus a (conv, BN, ReLU, conv) residual, then ReLU."""
+    """Residual refinement block: 1x1 conv, plus a (conv, BN, ReLU, conv) residual, then ReLU.
+
+    `fold_batchnorm` (inference only) merges the BatchNorm into the conv before it.
+    """
 
     def __init__(self, oc: int) -> None:
         super().__init__()
@@ -155,7 +126,15 @@ class RRB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1x1(x)
-        return torch.relu(x + self.bblock(x))
+        if not _inference():
+            return torch.relu(x + self.bblock(x))
+        conv, norm, _, last = self.bblock
+        return last(norm(conv(x)).relu_()).add_(x).relu_()
+
+    def fold_batchnorm(self) -> None:
+        if isinstance(self.bblock[1], nn.BatchNorm2d):
+            fold_batchnorm_into_conv(self.bblock[0], self.bblock[1])
+            self.bblock[1] = nn.Identity()
 
 
 class CAB(nn.Module):
@@ -170,7 +149,12 @@ class CAB(nn.Module):
         shallow_pool = shallower.mean(dim=(2, 3), keepdim=True)
         deep_pool = deeper if deeper.shape[-2:] == (1, 1) else deeper.mean(dim=(2, 3), keepdim=True)
         attention = torch.sigmoid(self.convreluconv(torch.cat([shallow_pool, deep_pool], dim=1)))
-        return shallower * attention + resize(deeper, shallower.shape[-2:])
+        resized = resize(deeper, shallower.shape[-2:])
+        if not _inference():
+            return shallower * attention + resized
+        if resized is deeper or resized.shape != shallower.shape:  # not a fresh tensor of the output's shape
+            return torch.addcmul(resized, shallower, attention)
+        return resized.addcmul_(shallower, attention)
 
 
 class MultiDilationConv(nn.Module):
@@ -198,8 +182,8 @@ class RefineTranslator(nn.Module):
         self.postRBB = RRB(oc)
 
     def forward(self, prev_x: Tensor, diff: Tensor) -> Tensor:
-        """prev_x (B,oc,h16,w16), diff (B,ic,h16,w16) -> x (B,oc,h16,w16)."""
-        return self.postRBB(self.conv_multi(torch.cat([prev_x, diff], dim=1)))
+        """prev_x (B,oc,h16,w16), diff (B,ic,h16,w16) in any float dtype -> x (B,oc,h16,w16) in prev_x's dtype."""
+        return self.postRBB(self.conv_multi(torch.cat([prev_x, diff.to(prev_x.dtype)], dim=1)))
 
 
 class Upsampler(nn.Module):
@@ -208,7 +192,9 @@ class Upsampler(nn.Module):
     The last conv (32 -> 1 channels, 3x3) runs before the last two resizings, which are linear and
     act on each channel alike: its channel sum is taken per kernel tap at stride 2 (9 maps instead
     of 32 channels get resized), and the taps' spatial shifts are added at image size. Same value,
-    a fraction of the image-size work.
+    a fraction of the image-size work. At inference the resizing and shifted sum of the 9 maps is
+    one banded product per axis (`TapResize`), and the conv's bias rides on the centre tap's map
+    (both resizings preserve a constant and the centre tap is not shifted).
     """
 
     def __init__(self, oc: int) -> None:
@@ -217,11 +203,28 @@ class Upsampler(nn.Module):
         self.conv2 = _conv3x3(UPSAMPLER_WIDTH, 1)
 
     def forward(self, x: Tensor, image_size) -> Tensor:
-        """x (B,oc,h,w) -> logits (B,1,H,W)."""
+        """x (B,oc,h,w) -> logits (B,1,H,W): float32 at inference (whatever x's dtype), else x's dtype."""
+        if not _inference():
+            return self._recorded_forward(x, image_size)
+        x = self.conv1(pyramid_upsample2x(x)).relu_()
+        taps = F.conv2d(x, self._tap_weights(), self._tap_bias())
+        size = (int(image_size[0]), int(image_size[1]))
+        return tap_resize(tuple(taps.shape[-2:]), size, taps.device)(taps)
+
+    def _tap_weights(self) -> Tensor:
+        """(9,32,1,1): output k = (dy+1)*3 + (dx+1) is the channel sum of the tap at offset (dy,dx)."""
+        return self.conv2.weight.permute(2, 3, 1, 0).reshape(9, -1, 1, 1)
+
+    def _tap_bias(self) -> Tensor:
+        """(9,): conv2's bias on the centre tap, 0 on the others."""
+        bias = self.conv2.bias.new_zeros(9)
+        bias[CENTRE_TAP] = self.conv2.bias[0]
+        return bias
+
+    def _recorded_forward(self, x: Tensor, image_size) -> Tensor:
+        """The same function in operations autograd records (training)."""
         x = torch.relu(self.conv1(pyramid_upsample2x(x)))
-        # (9,32,1,1): output k = (dy+1)*3 + (dx+1) is the channel sum of the tap at offset (dy,dx)
-        taps = self.conv2.weight.permute(2, 3, 1, 0).reshape(9, -1, 1, 1)
-        per_tap = resize(pyramid_upsample2x(F.conv2d(x, taps.to(x.dtype))), image_size).contiguous()
+        per_tap = resize(pyramid_upsample2x(F.conv2d(x, self._tap_weights().to(x.dtype))), image_size).contiguous()
         height, width = image_size
         logits = self.conv2.bias.to(x.dtype).view(1, 1, 1, 1).expand(x.shape[0], 1, height, width).clone()
         for k in range(9):
@@ -233,7 +236,11 @@ class Upsampler(nn.Module):
 
 
 class Refiner(nn.Module):
-    """The refinement network; child names follow the published checkpoints ('refiner.*')."""
+    """The refinement network; child names follow the published checkpoints ('refiner.*').
+
+    Inputs may be float32 or, with weights converted by `.to(torch.bfloat16)`, bfloat16 features;
+    scores and score changes in any float dtype are cast to the features' dtype.
+    """
 
     def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
@@ -248,6 +255,37 @@ class Refiner(nn.Module):
         self.RRB2 = nn.ModuleDict({layer: RRB(oc) for layer in layers})
         self.Diff_process = RefineTranslator(oc, ic)
         self.project = Upsampler(oc)
+        self.folded = False
+
+    @torch.no_grad()
+    def fold_batchnorm(self) -> Refiner:
+        """Fold every RRB's BatchNorm into the conv before it, for inference (same output up to rounding).
+
+        Call it once on a network that only runs inference (eval mode), after loading its weights.
+        A folded refiner has lost the checkpoint layout: its state_dict() and load_state_dict() raise,
+        so a folded network cannot be saved or reloaded by mistake.
+        """
+        if self.training:
+            raise RuntimeError("fold_batchnorm() needs an eval-mode refiner (BatchNorm then uses its running "
+                               "statistics); call .eval() first")
+        if not self.folded:
+            for module in self.modules():
+                if isinstance(module, RRB):
+                    module.fold_batchnorm()
+            self.folded = True
+            self.register_load_state_dict_pre_hook(_refuse_folded_load)
+        return self
+
+    def train(self, mode: bool = True) -> Refiner:
+        if mode and self.folded:
+            raise RuntimeError("a refiner whose BatchNorm is folded (fold_batchnorm) only runs inference; "
+                               "train the network before folding it, or fold a copy")
+        return super().train(mode)
+
+    def state_dict(self, *args, **kwargs):
+        if self.folded:
+            raise RuntimeError(_FOLDED_MESSAGE)
+        return super().state_dict(*args, **kwargs)
 
     def encode(self, feats: dict[str, Tensor], layers: tuple[str, ...]) -> dict[str, EncodedFeatures]:
         """The feature-only work of these refinement layers, to share between calls on one frame's features."""
@@ -263,17 +301,27 @@ class Refiner(nn.Module):
         return x
 
     def deep(self, score: Tensor, feats: dict[str, Tensor]) -> Tensor:
-        """score (B,1,h16,w16), feats 'layer5', 'layer4' (batch 1 or B) -> x (B,64,h16,w16)."""
+        """score (B,1,h16,w16), feats 'layer5', 'layer4' (batch 1 or B) -> x (B,64,h16,w16) in the features' dtype."""
         return self._refine(self.deep_layers, None, score, feats, None)
 
     def translate(self, prev_x: Tensor, diff: Tensor) -> Tensor:
-        """prev_x (B,64,h16,w16), diff (B,1,h16,w16) -> x (B,64,h16,w16)."""
+        """prev_x (B,64,h16,w16), diff (B,1,h16,w16) -> x (B,64,h16,w16) in prev_x's dtype."""
         return self.Diff_process(prev_x, diff)
 
     def shallow(self, x: Tensor, score: Tensor, feats: dict[str, Tensor], image_size,
                 encoded: dict[str, EncodedFeatures] | None = None) -> Tensor:
         """x (B,64,h16,w16), score (B,1,h16,w16), feats 'layer3', 'layer2' (batch 1 or B) -> logits (B,1,H,W).
 
+        The logits are float32 at inference (see `Upsampler.forward`) and may be a view with padded rows.
         encoded: `encode(feats, shallow_layers)`, when several calls share the features.
         """
         return self.project(self._refine(self.shallow_layers, x, score, feats, encoded), image_size)
+
+
+_FOLDED_MESSAGE = ("this refiner's BatchNorm layers are folded into its convolutions for inference, so it no "
+                   "longer has the checkpoint layout: save or load the network before calling fold_batchnorm(), "
+                   "or fold a copy")
+
+
+def _refuse_folded_load(*args, **kwargs) -> None:
+    raise RuntimeError(_FOLDED_MESSAGE)

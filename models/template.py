@@ -31,11 +31,13 @@ def _grouped_conv(width: int) -> nn.Conv2d:
 
 
 def _run_branch(branch: nn.Sequential, feats: Tensor, extra: Tensor) -> Tensor:
-    """branch(cat(feats, extra)) for a branch starting with a 1x1 conv; feats (1 or B,C,h,w), extra (B,1,h,w).
+    """branch(cat(feats, extra)) for a branch starting with a 1x1 conv; feats (1 or B,C,h,w), extra (B,1,h,w)
+    in any float dtype (cast to the features' dtype).
 
     The feature part of the 1x1 conv runs at the features' batch and broadcasts over the objects.
     """
     first = branch[0]
+    extra = extra.to(feats.dtype)
     x = F.conv2d(feats, first.weight[:, :-1], first.bias) + extra * first.weight[:, -1].view(1, -1, 1, 1)
     return branch[1:](x)
 
