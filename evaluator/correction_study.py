@@ -1,6 +1,6 @@
 """Do corrections help? Tracking through hard events with and without a user's correction.
 
-    python -m evaluator.correction_study --videos 8 --dev cpu
+    python -m evaluator.correction_study --videos 8 --first-seed 8 --dev cpu
 
 Each generated video (dataset/hard_events.py) has an event that makes object 1 hard to follow: it
 changes its appearance, or it is hidden and comes back elsewhere, with a look-alike distractor in
@@ -62,8 +62,8 @@ def scores_after(video: HardEventVideo, labels: np.ndarray, first: int, object_i
 
 
 def run_study(videos: int, device: str, model: Path = DEMO_MODEL, shares: tuple[float, ...] = (),
-              log=print) -> dict:
-    """Every kind x video x mode; returns {"rows": per run, "summary": means per kind and mode}.
+              first_seed: int = 0, log=print) -> dict:
+    """Every kind x video (seeds first_seed..) x mode; returns {"rows": per run, "summary": means per kind and mode}.
 
     shares: further trusted_share values to try, each as one more correction run ("correction, share S").
     """
@@ -77,7 +77,7 @@ def run_study(videos: int, device: str, model: Path = DEMO_MODEL, shares: tuple[
             net, weights, replace(default, target_model_override=tm_cfg), device)
     rows = []
     for kind in KINDS:
-        for seed in range(videos):
+        for seed in range(first_seed, first_seed + videos):
             video = render_hard_event(kind, seed)
             corrected = video.event + DELAY
             for mode, tracker in trackers.items():
@@ -92,12 +92,14 @@ def run_study(videos: int, device: str, model: Path = DEMO_MODEL, shares: tuple[
     summary = {kind: {mode: {key: statistics.fmean(r[key] for r in rows if r["kind"] == kind and r["mode"] == mode)
                              for key in rows[0] if key.startswith(("J", "F"))}
                       for mode in trackers} for kind in KINDS}
-    return {"model": str(model), "videos_per_kind": videos, "delay": DELAY, "rows": rows, "summary": summary}
+    return {"model": str(model), "videos_per_kind": videos, "first_seed": first_seed, "delay": DELAY, "rows": rows,
+            "summary": summary}
 
 
 def format_summary(report: dict) -> str:
+    seeds = f"{report['first_seed']}..{report['first_seed'] + report['videos_per_kind'] - 1}"
     lines = [f"J&F over the frames after the correction (object 1: the corrected one; object 2: never corrected), "
-             f"mean of {report['videos_per_kind']} videos per kind",
+             f"mean of {report['videos_per_kind']} videos per kind (seeds {seeds})",
              f"{'event':12s}{'run':24s}{'J&F 1':>8s}{'J 1':>8s}{'F 1':>8s}{'J&F 2':>8s}"]
     for kind, by_mode in report["summary"].items():
         for mode, s in by_mode.items():
@@ -109,17 +111,20 @@ def format_summary(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=8, help="videos per kind of event (default %(default)s)")
+    p.add_argument("--first-seed", type=int, default=8,
+                   help="seed of the first video (default %(default)s: the default trusted share was chosen on "
+                        "seeds 0-7, so the report is on others)")
     p.add_argument("--dev", default="cpu", help="device (default cpu)")
     p.add_argument("--model", default=str(DEMO_MODEL), help="G-FRTM checkpoint (default: the demo model)")
     p.add_argument("--trusted-share", type=float, nargs="+", default=[],
-                   help="also run corrections with these trusted shares (the default is the model's, 0.5)")
+                   help="also run corrections with these trusted shares (the default is TargetModelConfig's)")
     p.add_argument("--json", help="also write the report (every run's scores) to this file")
     args = p.parse_args(argv)
-    if args.videos < 1:
-        p.error(f"--videos {args.videos}: give at least 1")
+    if args.videos < 1 or args.first_seed < 0:
+        p.error(f"--videos {args.videos} --first-seed {args.first_seed}: give at least 1 video and a seed >= 0")
     if any(not 0 < share < 1 for share in args.trusted_share):
         p.error("--trusted-share: values lie in (0, 1)")
-    report = run_study(args.videos, args.dev, Path(args.model), tuple(args.trusted_share))
+    report = run_study(args.videos, args.dev, Path(args.model), tuple(args.trusted_share), args.first_seed)
     print(format_summary(report))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")

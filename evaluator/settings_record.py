@@ -7,19 +7,11 @@ other settings is refused instead of mixing two runs' masks. The keys are the fl
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from lib.atomic import atomic_write_text
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from lib.file_hash import file_sha256
 
 
 def model_settings(model_path: Path | None) -> dict:

@@ -47,9 +47,10 @@ class TargetModelConfig:
     hinge_min_px: int = 10  # hinge weighting: an object with fewer pixels counts as af = target_influence
     init_seed: int = 0  # seeds the uniform start weights of project/filter before fitting
     feature_layer: str = "layer4"
-    # Corrections (a session's extension, docs/method.md "Corrections"): the corrected frames' samples are
-    # pinned in memory with this part of the total weight, and the filter is refitted with these iterations.
-    trusted_share: float = 0.5
+    # Corrections (a session's extension, docs/method.md "Sessions"): the corrected frames' samples are
+    # pinned in memory with this part of the total weight (chosen among 0.5, 0.75, 0.9 on the correction
+    # study's videos 0-7; evaluator/correction_study.py), and the filter is refitted with these iterations.
+    trusted_share: float = 0.9
     correction_iters: tuple[int, ...] = (10, 10)
 
     @property

@@ -113,7 +113,7 @@ class TrackingSession:
         with torch.inference_mode(), self.tracker.autocast():
             labels, records, updates = self._frame(index, image, given)
             with self._stage("merge"):
-                labels_np = labels.to(torch.uint8).cpu().numpy()
+                labels_np = labels.cpu().numpy()
             with self._stage("tm_update"):
                 for model, soft in updates:
                     model.update(soft)
@@ -166,13 +166,13 @@ class TrackingSession:
 
     # ----------------------------------------------------------------- one frame
     def _frame(self, index: int, image: np.ndarray, given: dict[int, np.ndarray]):
-        """One frame -> (label map (H,W) long on the device, gate records, pending target-model updates)."""
+        """One frame -> (label map (H,W) uint8 on the device, gate records, pending target-model updates)."""
         objects = self.objects
         height, width = image.shape[:2]
         with self._stage("shallow"):
             frame = torch.from_numpy(image).to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
-            normalized = self.backbone.normalize(frame).contiguous(memory_format=self.tracker.memory_format)
-            feats = self.backbone.shallow(normalized)
+            normalized = self.backbone.normalize(frame).to(self.tracker.dtype)
+            feats = self.backbone.shallow(normalized.contiguous(memory_format=self.tracker.memory_format))
         tracked_positions = [k for k, oid in enumerate(objects.ids) if oid not in given]
         tracked = None
         if tracked_positions:
@@ -213,11 +213,9 @@ class TrackingSession:
                 probs = new_probs if probs is None else torch.cat([probs, new_probs])
             full = full + [False] * len(new)
         if probs is None:
-            return torch.zeros(height, width, dtype=torch.long), records, []
+            return torch.zeros(height, width, dtype=torch.uint8), records, []
         with self._stage("merge"):
-            positions, soft = merge_objects(probs)
-            ids = self._to_device([0] + objects.ids)
-            labels = ids[positions]
+            labels, soft = merge_objects(probs, ids=objects.ids)
         updates = [(objects.target_models[k], soft[k][None, None]) for k, is_full in enumerate(full) if is_full]
         return labels, records, updates
 
@@ -252,7 +250,8 @@ class TrackingSession:
             self._run_deep(feats)
             with self._stage("tm_score"):
                 sel = self._to_device(full_idx)
-                scores = torch.cat([objects.target_models[positions[k]].score(feats["layer4"]) for k in full_idx])
+                layer4 = feats["layer4"].float()  # the target models are float32 (a no-op unless --amp on the CPU)
+                scores = torch.cat([objects.target_models[positions[k]].score(layer4) for k in full_idx])
                 scores = scores.to(score.dtype)
             with self._stage("refine_deep"):
                 x_full = net.refiner.deep(scores, feats)
@@ -297,7 +296,7 @@ class TrackingSession:
                 own = dict(feats)
                 self._run_deep(own)
                 with self._stage("tm_score"):
-                    score = objects.target_models[k].score(own["layer4"]).to(objects.stored_score.dtype)
+                    score = objects.target_models[k].score(own["layer4"].float()).to(objects.stored_score.dtype)
                 with self._stage("refine_deep"):
                     x = net.refiner.deep(score, own)
                     objects.stored_score[one] = score
@@ -354,7 +353,7 @@ class TrackingSession:
         stored = F.interpolate(masks, size=feats["layer4"].shape[-2:], mode="nearest")
         # The previous x comes from the target model's score on this frame, not from the given mask
         # (which is the stored score); at a start this score is the model's first call.
-        fitted = torch.cat([model.score(feats["layer4"]) for model in models]).to(stored.dtype)
+        fitted = torch.cat([model.score(feats["layer4"].float()) for model in models]).to(stored.dtype)
         x = self.net.refiner.deep(fitted, feats)
         return templates, stored, x
 
@@ -374,7 +373,7 @@ class TrackingSession:
         images, masks = augmenter(image, mask > 0.5)
         layer4 = []
         for chunk in images.split(self.cfg.feature_chunk):
-            normalized = self.backbone.normalize(chunk).contiguous(memory_format=self.tracker.memory_format)
-            shallow = self.backbone.shallow(normalized)
+            normalized = self.backbone.normalize(chunk).to(self.tracker.dtype)
+            shallow = self.backbone.shallow(normalized.contiguous(memory_format=self.tracker.memory_format))
             layer4.append(self.backbone.deep(shallow["layer3"])["layer4"])
         return torch.cat(layer4).float(), masks

@@ -44,9 +44,11 @@ class Tracker:
         allow_emulated_bf16: with cfg.amp on the CPU, run bfloat16 even on a CPU without native bfloat16
             arithmetic (tests and the benchmark's comparison; slow there, and refused otherwise).
 
-    cfg.amp: float16 autocast on CUDA; on the CPU bfloat16: the backbone's and the network's weights are
-    converted to bfloat16 once (copies; the modules given stay float32) and run under bfloat16 autocast,
-    while the target models (their GN-CG) and the merge stay float32.
+    The tracker runs its own copy of `net`, with the refinement network's BatchNorm folded into its
+    convolutions (models/refiner.py); the modules given are not changed but for eval mode and memory format.
+    cfg.amp: float16 autocast on CUDA; on the CPU bfloat16: copies of the backbone and the network are
+    converted to bfloat16 once and the frames' features are bfloat16 (no autocast, whose per-call casts
+    cost more than they save), while the target models (their GN-CG), the scores and the merge stay float32.
     """
 
     def __init__(self, backbone: Backbone, net: GFRTM, cfg: TrackerConfig, force_reuse: ForceReuse | None = None,
@@ -54,11 +56,16 @@ class Tracker:
         self.cfg = cfg
         self.device = next(net.parameters()).device
         self.cpu_bf16 = cfg.amp and self.device.type == "cpu"
-        if self.cpu_bf16:
+        self.dtype = torch.bfloat16 if self.cpu_bf16 else torch.float32  # of the frames' features
+        # An inference copy of the network, its BatchNorm folded into the convolutions before it (the
+        # network given may still be trained or saved; a folded one refuses both).
+        net = copy.deepcopy(net).eval()
+        net.refiner.fold_batchnorm()
+        if self.cpu_bf16:  # the weights converted once; the frames' work then runs in bfloat16 without autocast
             check_cpu_bf16(allow_emulated_bf16)
-            backbone, net = copy.deepcopy(backbone).to(torch.bfloat16), copy.deepcopy(net).to(torch.bfloat16)
+            backbone, net = copy.deepcopy(backbone).to(torch.bfloat16), net.to(torch.bfloat16)
         self.backbone = backbone.eval()
-        self.net = net.eval()
+        self.net = net
         self.force_reuse = force_reuse
         self.timer = timer
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -97,11 +104,10 @@ class Tracker:
             self.gate_log = session.gate_log
 
     def autocast(self):
-        """The autocast of a frame's work: float16 on CUDA, bfloat16 on the CPU, when cfg.amp."""
-        if not self.cfg.amp:
-            return torch.autocast(device_type=self.device.type, enabled=False)
-        dtype = torch.bfloat16 if self.cpu_bf16 else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        """The autocast of a frame's work: float16 on CUDA with cfg.amp; none otherwise (a CPU --amp runs
+        bfloat16 weights and features instead)."""
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=enabled)
 
 
 def check_cpu_bf16(allow_emulated: bool = False) -> None:

@@ -14,7 +14,8 @@ import demo
 from evaluator.demo.run import Saved
 from evaluator.demo.run_record import DemoOutput, OutputInUse, prepare
 from evaluator.demo.video_input import VideoInputError, open_video, read_start_mask
-from evaluator.settings_record import file_sha256, read_record, write_record
+from evaluator.settings_record import read_record, write_record
+from lib.file_hash import file_sha256
 from lib.image_io import DAVIS_PALETTE, read_label_png
 
 H, W, T = 64, 112, 6

@@ -9,16 +9,17 @@ import torch
 from torch.optim.lr_scheduler import StepLR
 
 from lib.distributed import DistInfo
+from lib.file_hash import file_sha256
 from models.checkpoint import CheckpointError, load_checkpoint, save_gfrtm
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
+from tests.test_train_cli import _argv, one_torch_thread  # noqa: F401 (the run's flags; an autouse fixture)
+from tests.test_train_step import TINY_TM
 from train import main, paths
 from trainer.checkpoints import checkpoint_path, read_finetune, save_training_checkpoint
 from trainer.loop import Trainer, make_optimizer
 from trainer.options import parse_options
-from trainer.run_settings import changed_settings, file_sha256, training_settings
-from tests.test_train_cli import _argv, one_torch_thread  # noqa: F401 (the run's flags; an autouse fixture)
-from tests.test_train_step import TINY_TM
+from trainer.run_settings import changed_settings, training_settings
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "weights" / "demo_synthetic_rn18.pth"
 CPU = DistInfo(0, 1, torch.device("cpu"))

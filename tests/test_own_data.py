@@ -24,6 +24,7 @@ from lib.image_io import DAVIS_PALETTE, write_image, write_label_png
 from lib.user_masks import MaskFormatError, read_user_mask
 from models.config import TrainConfig
 from train import main as train_main
+from tests.test_train_step import one_torch_thread  # noqa: F401  (autouse: one torch thread in this module)
 
 H, W = 48, 64
 CFG = replace(TrainConfig(), seq_len=3, image_size=(H, W), workers=0, seed=3)
@@ -75,14 +76,6 @@ def _expected(fmt: str, frame: int) -> np.ndarray:
 def _csv_rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- one reader

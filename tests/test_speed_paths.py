@@ -61,9 +61,9 @@ def _track(fold_bn: bool, **settings):
     probs, runs = [], []
     merge, optimise = tracker_module.merge_objects, TargetModel._optimise_filter
 
-    def recording_merge(p):
+    def recording_merge(p, **kwargs):
         probs.append(p.clone())
-        return merge(p)
+        return merge(p, **kwargs)
 
     def counting_optimise(model, *args):
         runs.append(model)

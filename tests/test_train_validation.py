@@ -12,16 +12,20 @@ from torch.optim.lr_scheduler import StepLR
 
 from dataset.synthetic import generate_dataset
 from lib.distributed import DistInfo
+from lib.file_hash import file_sha256
 from models.config import NetworkConfig, TrainConfig
 from models.gfrtm import GFRTM
+from tests.test_train_cli import _argv, one_torch_thread  # noqa: F401 (the run's flags; an autouse fixture)
 from train import main, paths
 from trainer.best_checkpoint import BestRule
-from trainer.checkpoints import checkpoint_path, prune_checkpoints, save_training_checkpoint
+from trainer.checkpoints import (
+    checkpoint_path,
+    prune_checkpoints,
+    save_training_checkpoint,
+)
 from trainer.epoch_validation import EpochValidation, read_table
 from trainer.loop import make_optimizer
 from trainer.options import TrainingError, parse_options
-from trainer.run_settings import file_sha256
-from tests.test_train_cli import _argv, one_torch_thread  # noqa: F401 (the run's flags; an autouse fixture)
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "weights" / "demo_synthetic_rn18.pth"
 LIGHT = ("--batch-size", "1", "--epoch-samples", "1", "--seq-len", "2")  # one sample of two frames per epoch

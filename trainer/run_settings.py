@@ -10,12 +10,11 @@ same training are recorded but never compared.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Callable
 
+from lib.file_hash import file_sha256
 from lib.printable import printable
 from trainer.checkpoints import latest_checkpoint, read_resumable
 from trainer.options import TrainingError, TrainOptions
@@ -116,13 +115,6 @@ def carried_over(recorded: dict | None, now: dict) -> dict:
     kept = {key: (recorded or {}).get(key) for key in STARTING_WEIGHTS}
     return {**now, **kept}
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _source(path: Path | None) -> dict | None:
