@@ -260,7 +260,9 @@ def test_benchmark_smoke_run_writes_a_sane_report(tmp_path, capsys):
         torch.set_num_threads(threads)
     assert code == 0
     report = json.loads(path.read_text())
-    assert set(report) == {"settings", "macs", "stages", "rates", "objects", "reference", "targets"}
+    assert set(report) == {"settings", "macs", "stages", "rates", "objects", "reference", "merge", "targets"}
+    assert [(row["objects"], row["limit_ms"]) for row in report["merge"]] == [(1, 2.0), (5, 10.0)]
+    assert all(row["ms"] > 0 for row in report["merge"])
     assert report["settings"]["size"] == [64, 96] and report["settings"]["threads_used"] == 1
     full, reuse = report["stages"]["full"], report["stages"]["reuse"]
     assert set(full) == set(reuse) == set(STAGES)
@@ -284,7 +286,7 @@ def test_benchmark_smoke_run_writes_a_sane_report(tmp_path, capsys):
     (ref,) = report["reference"]
     assert ref["objects"] == 3 and ref["deep_calls"] == 1 + 3 * 5 and ref["batched_deep_calls"] == 6
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 5 + 4 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    assert len(names) == 5 + 4 + 2 and all(isinstance(t["pass"], bool) for t in report["targets"])
     pace = next(t for t in report["targets"] if t["name"].startswith("refine_shallow / shallow"))
     full, full_macs = report["stages"]["full"], macs["full"]
     assert pace["value"] == pytest.approx((full["refine_shallow"] / full_macs["refine_shallow"])

@@ -12,7 +12,8 @@ On generated frames it measures, after a warm-up, the median over repeated runs 
   f. the multiply-accumulates of each stage (torch's FLOP counter: convolutions and matrix
      products, no elementwise work). Next to each time ratio the report gives the same ratio of
      multiply-accumulates: what the architecture asks for. A time ratio well below its MAC ratio
-     is not to be expected (it needs the bigger configuration to compute more efficiently).
+     is not to be expected (it needs the bigger configuration to compute more efficiently);
+  g. the merge of the objects' maps alone, per object count (time_merge).
 Configurations are measured in rounds (each runs once per round; warm-up first), and every ratio
 (mix against ideal, objects, reference schedule, reuse path against shallow half) is taken within a
 round and then the median over rounds: a machine whose speed drifts over minutes (shared or
@@ -38,12 +39,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lib.atomic import atomic_write_text
 from lib.devices import resolve_device, usable_cores
 from models.backbone import build_backbone
 from models.config import NetworkConfig, TrackerConfig
 from models.gfrtm import GFRTM
+from models.merge import merge_objects
 from models.session import TrackingSession
 from models.tracker import STAGES, AmpUnavailable, Tracker, check_cpu_bf16
 
@@ -56,6 +59,9 @@ REFERENCE_OBJECTS = 3
 # Time per multiply-accumulate of the shallow refinement and upsampler over the shallow backbone half's,
 # one object on the full path: both are convolutions at strides 4 to 8, so they should run at one pace.
 REFINE_PACE_MAX = 1.15
+# The merge of the objects' maps into the label map, ms at most: for one object, and per further object.
+MERGE_FIRST_MS, MERGE_FURTHER_MS = 2.0, 2.0
+MERGE_CALLS = 15  # timed calls per object count (after one untimed)
 
 # Generated video: objects are discs of this radius (fraction of the shorter side) that drift.
 OBJECT_RADIUS = 0.12
@@ -435,10 +441,36 @@ def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) ->
         "rates": rates,
         "objects": objects,
         "reference": reference,
+        "merge": time_merge(opts, bench.device, log),
     }
     report["targets"] = check_targets(report, opts)
     report["settings"]["benchmark_seconds"] = time.perf_counter() - started
     return report
+
+
+def time_merge(opts: BenchmarkOptions, device: torch.device, log: Callable[[str], None]) -> list[dict]:
+    """The merge alone (models.merge.merge_objects with the objects' ids, as a session calls it) per object count:
+    median ms of MERGE_CALLS calls on probability maps like a network's (sigmoids of smooth logits with
+    saturated areas and soft boundaries), the device synchronised around each call."""
+    log("  timing the merge ...")
+    generator = torch.Generator().manual_seed(opts.seed)
+    h, w = opts.size
+    rows = []
+    for n in sorted(opts.object_counts):
+        coarse = torch.randn(n, 1, max(h // 16, 1), max(w // 16, 1), generator=generator) * 12
+        probs = torch.sigmoid(F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[:, 0])
+        probs = probs.to(device).contiguous()
+        ids = list(range(1, n + 1))
+        merge_objects(probs, ids)
+        times = []
+        for _ in range(MERGE_CALLS):
+            _synchronize(device)
+            start = time.perf_counter()
+            merge_objects(probs, ids)
+            _synchronize(device)
+            times.append(time.perf_counter() - start)
+        rows.append({"objects": n, "ms": 1000 * _median(times), "limit_ms": MERGE_FIRST_MS + MERGE_FURTHER_MS * (n - 1)})
+    return rows
 
 
 def check_targets(report: dict, opts: BenchmarkOptions) -> list[dict]:
@@ -466,6 +498,9 @@ def check_targets(report: dict, opts: BenchmarkOptions) -> list[dict]:
     for row in report["reference"]:
         targets.append(target_verdict(f"reference schedule / full path, {row['objects']} objects", row["speedup"],
                                f">= {REFERENCE_SPEEDUP_MIN}", row["speedup"] >= REFERENCE_SPEEDUP_MIN))
+    for row in report["merge"]:
+        targets.append(target_verdict(f"merge, {row['objects']} object(s), ms", row["ms"], f"<= {row['limit_ms']:g}",
+                                      row["ms"] <= row["limit_ms"]))
     return targets
 
 
@@ -532,6 +567,8 @@ def format_report(report: dict) -> str:
     for row in report["objects"]:
         lines.append(f"  {row['objects']:<18d}{ms(row['per_frame_s'])}{row['over_one']:8.3f}{ms(row['start_frame_s'])}"
                      f"{row['peak_mib']:10.0f}{row['macs'] / 1e9:9.2f}  {rounds(row)}")
+    lines += ["", "merge (" + ", ".join(f"{row['objects']} object(s) {row['ms']:.1f} ms" for row in report["merge"])
+              + f"; median of {MERGE_CALLS} calls)"]
     for row in report["reference"]:
         lines += ["", f"reference schedule, {row['objects']} objects: {1000 * row['per_frame_s']:.1f} ms/frame "
                       f"({row['deep_calls']} deep-half runs) vs {1000 * row['batched_per_frame_s']:.1f} ms/frame "
