@@ -37,13 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="object counts at reuse rate 0 (default 1 2 3 5); --long-video: one count (default 3)")
     p.add_argument("--reference-mode", action="store_true",
                    help="also run the published schedule (objects one after another, deep half per object)")
-    p.add_argument("--amp", action="store_true", help="CUDA only: float16 autocast")
+    p.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast on CUDA, bfloat16 on a CPU that has it natively")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated frames and the network")
     p.add_argument("--json", type=Path, help="write the report to this JSON file (checked before measuring)")
     p.add_argument("--compare-bf16", action="store_true",
                    help="CPU: instead of the usual report, time the full and the reuse path in float32 and under "
-                        "bfloat16 autocast, and show the CPU's bfloat16 support")
+                        "bfloat16 (the CPU --amp, here allowed on any CPU), and show the CPU's bfloat16 support")
     p.add_argument("--long-video", nargs="+", metavar="N",
                    help="SHORT LONG: instead of the usual report, segment a generated video of SHORT and of LONG "
                         "frames by the evaluation path, each in a process of its own, and compare their peak "

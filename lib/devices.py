@@ -37,7 +37,8 @@ def usable_cores() -> int:
 
 CPU_BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # /proc/cpuinfo names
 # What bfloat16 cost where the CPU lacks it (benchmark.py --compare-bf16; docs/speed.md), for the refusal.
-EMULATED_BF16_MEASURED = "measured 2.6x slower than float32 per frame on an AVX2-only AMD EPYC"
+EMULATED_BF16_MEASURED = ("emulated bfloat16 measured 10-14x slower than float32 per frame on an AVX2-only "
+                          "AMD EPYC, benchmark.py --compare-bf16")
 
 
 def cpu_bf16_support(cpuinfo: str = "/proc/cpuinfo") -> dict:

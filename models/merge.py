@@ -101,24 +101,28 @@ def _merge_several(probs: Tensor, values: list[int]) -> tuple[Tensor, Tensor]:
     """
     kept = probs.clamp(_EPS, 1 - _EPS)  # the clamped probabilities; then, object by object, the kept maps
     best = kept.amax(dim=0)
-    unclaimed = torch.gt(best, 0.5, out=torch.empty_like(best))  # an object wins, and none has claimed it yet
     # exp(odds - peak) of the background, then of each object: with -peak = best / (best - 1) and
     # c - 1 = -(1 - c), x - c / (c - 1) is the odds minus the peak in one pass (addcdiv), rounded as
     # the odds then the difference
     minus_background = torch.sub(best, 1)
     minus_peak = torch.div(best, minus_background)
     total = _exp_(torch.addcdiv(minus_peak, minus_background, best, value=-1, out=minus_background))
+    # From here `best` only marks who wins: lifting it by 2 (above any probability) where no object
+    # wins, and where an object has claimed the pixel, leaves it reachable only by the first object
+    # with the best value at a pixel some object wins.
+    best.add_(torch.le(best, 0.5, out=torch.empty_like(best)), alpha=2)
     term = torch.empty_like(best)
     labels = torch.zeros_like(best)
+    last = len(values) - 1
     for k, value in enumerate(values):
         clamped = kept[k]
         torch.sub(clamped, 1, out=term)
         total.add_(_exp_(torch.addcdiv(minus_peak, clamped, term, value=-1, out=term)))
-        indicator = torch.eq(clamped, best, out=clamped).mul_(unclaimed)  # the first object reaching the best
-        if k < len(values) - 1:
-            unclaimed.sub_(indicator)
+        indicator = torch.eq(clamped, best, out=clamped)  # the first object reaching the best
+        if k < last:
+            best.add_(indicator, alpha=2)
         labels.add_(indicator, alpha=value)
     share = total.reciprocal_()  # the winner's softmax value (its exp term is exp(0) = 1)
     kept.mul_(share)
-    labels.mul_(torch.gt(share, 0.5, out=unclaimed))  # the second round
+    labels.mul_(torch.gt(share, 0.5, out=term))  # the second round
     return labels, kept

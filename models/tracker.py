@@ -116,5 +116,5 @@ def check_cpu_bf16(allow_emulated: bool = False) -> None:
     if support["native"] or allow_emulated:
         return
     raise AmpUnavailable(f"--amp on the CPU runs bfloat16, but this CPU has no native bfloat16 arithmetic "
-                         f"({support['reason']}); there it is emulated and slower than float32. Leave out --amp "
+                         f"({support['reason']}). Leave out --amp "
                          f"(float32), or use a CPU with AMX or AVX512-BF16, or a CUDA device")

@@ -61,7 +61,7 @@ REFERENCE_OBJECTS = 3
 REFINE_PACE_MAX = 1.15
 # The merge of the objects' maps into the label map, ms at most: for one object, and per further object.
 MERGE_FIRST_MS, MERGE_FURTHER_MS = 2.0, 2.0
-MERGE_CALLS = 15  # timed calls per object count (after one untimed)
+MERGE_CALLS, MERGE_WARMUP = 15, 5  # timed and untimed calls per object count (a video merges every frame)
 
 # Generated video: objects are discs of this radius (fraction of the shorter side) that drift.
 OBJECT_RADIUS = 0.12
@@ -86,7 +86,7 @@ class BenchmarkOptions:
     amp: bool = False
     threads: int | None = None
     seed: int = 0
-    compare_bf16: bool = False  # CPU: only the stage timings, float32 against bfloat16 autocast
+    compare_bf16: bool = False  # CPU: only the stage timings, float32 against bfloat16
 
     def check(self) -> None:
         """Raise BenchmarkError for an option that makes no sense, before anything is built or measured."""
@@ -111,7 +111,7 @@ class BenchmarkOptions:
         if self.seed < 0:
             raise BenchmarkError(f"--seed {self.seed}: seeds are >= 0")
         if self.compare_bf16 and (self.amp or not self.device.startswith("cpu")):
-            raise BenchmarkError("--compare-bf16 times CPU bfloat16 autocast against float32: use it with --dev cpu "
+            raise BenchmarkError("--compare-bf16 times CPU bfloat16 against float32: use it with --dev cpu "
                                  "and without --amp")
         if self.amp and self.device.startswith("cpu"):
             try:
@@ -450,7 +450,7 @@ def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) ->
 
 def time_merge(opts: BenchmarkOptions, device: torch.device, log: Callable[[str], None]) -> list[dict]:
     """The merge alone (models.merge.merge_objects with the objects' ids, as a session calls it) per object count:
-    median ms of MERGE_CALLS calls on probability maps like a network's (sigmoids of smooth logits with
+    median ms of MERGE_CALLS calls (after MERGE_WARMUP untimed ones) on probability maps like a network's (sigmoids of smooth logits with
     saturated areas and soft boundaries), the device synchronised around each call."""
     log("  timing the merge ...")
     generator = torch.Generator().manual_seed(opts.seed)
@@ -461,7 +461,8 @@ def time_merge(opts: BenchmarkOptions, device: torch.device, log: Callable[[str]
         probs = torch.sigmoid(F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[:, 0])
         probs = probs.to(device).contiguous()
         ids = list(range(1, n + 1))
-        merge_objects(probs, ids)
+        for _ in range(MERGE_WARMUP):
+            merge_objects(probs, ids)
         times = []
         for _ in range(MERGE_CALLS):
             _synchronize(device)

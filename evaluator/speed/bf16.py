@@ -1,4 +1,4 @@
-"""float32 against CPU bfloat16 autocast: the logic behind `benchmark.py --compare-bf16`.
+"""float32 against CPU bfloat16: the logic behind `benchmark.py --compare-bf16`.
 
 Times the full path (every frame full) and the reuse path (every frame reused) of one object, by
 stage, in float32 and in bfloat16 (the tracker's CPU --amp, here allowed on any CPU), the four
@@ -32,7 +32,7 @@ def run_bf16_comparison(opts: BenchmarkOptions, log: Callable[[str], None] = pri
     started = time.perf_counter()
     configs = {_label(path, precision): Config(1, rate, by_stage=True, bf16=precision == "bfloat16")
                for path, rate in PATHS.items() for precision in PRECISIONS}
-    log("stage timings, float32 and bfloat16 autocast (full path, reuse path):")
+    log("stage timings, float32 and bfloat16 (full path, reuse path):")
     measured = bench.run_interleaved(configs, log)
     paths = {}
     for path in PATHS:
@@ -71,7 +71,7 @@ def format_bf16_report(report: dict) -> str:
     yes = lambda v: "yes" if v else ("unknown" if v is None else "no")  # noqa: E731
     flags = ", ".join(f"{k} {yes(v)}" for k, v in cpu["flags"].items()) if cpu["cpuinfo_read"] else \
         "/proc/cpuinfo unreadable"
-    lines = [f"G-FRTM float32 against CPU bfloat16 autocast: {s['backbone']}, {s['machine']}, {w}x{h}, "
+    lines = [f"G-FRTM float32 against CPU bfloat16: {s['backbone']}, {s['machine']}, {w}x{h}, "
              f"{s['frames']} frames, median of {s['repeats']} rounds, torch {s['torch']}, {s['threads_used']} threads",
              f"CPU: {flags}; torch CPU capability {cpu['torch_cpu_capability']}; "
              f"oneDNN bfloat16 {yes(cpu['onednn_bf16'])}", ""]
