@@ -59,10 +59,11 @@ class Tracker:
         self.dtype = torch.bfloat16 if self.cpu_bf16 else torch.float32  # of the frames' features
         # An inference copy of the network, its BatchNorm folded into the convolutions before it (the
         # network given may still be trained or saved; a folded one refuses both).
+        if self.cpu_bf16:  # refused before any copying where the CPU lacks bfloat16
+            check_cpu_bf16(allow_emulated_bf16)
         net = copy.deepcopy(net).eval()
         net.refiner.fold_batchnorm()
         if self.cpu_bf16:  # the weights converted once; the frames' work then runs in bfloat16 without autocast
-            check_cpu_bf16(allow_emulated_bf16)
             backbone, net = copy.deepcopy(backbone).to(torch.bfloat16), net.to(torch.bfloat16)
         self.backbone = backbone.eval()
         self.net = net
