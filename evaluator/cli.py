@@ -20,6 +20,7 @@ from dataset.errors import DatasetError
 from lib.atomic import atomic_write_text, unwritable_reason
 from lib.created_folders import missing_folders
 from evaluator.davis_scoring import ScoringError
+from evaluator import demo_set
 from evaluator.processes import RunFolder, start
 from evaluator.state import RunState
 from evaluator.threshold import ThresholdRun, not_scored_reason, report_scores, run_threshold, score_folder
@@ -45,7 +46,6 @@ from lib.distributed import (DistInfo, PeerStopped, ProcessFailure, broadcast_ob
 # Each set's root: the flag that gives it, the `paths` entry used without it (None: the flag is required).
 ROOT_PATHS = {"--davis-root": "davis", "--ytvos-root": "yt2018", "--yt2019-root": "yt2019", "--mose-root": "mose",
               "--lvos-root": "lvos", "--root": None}
-DEMO_DATA = {"layout": "davis", "num_videos": 4, "num_frames": 30, "size": (176, 320), "seed": 1000, "split": "val"}
 USER_ERRORS = (DatasetError, CheckpointError, BackboneWeightsError, ScoringError, ImageReadError, FileNotFoundError)
 # what stops every process with a message (anything else is a bug: a traceback, and torchrun stops the others)
 REQUEST_ERRORS = (EvaluationError, FolderRefused, *USER_ERRORS)
@@ -132,7 +132,7 @@ def _unique_thresholds(taus: list[float], say) -> list[float]:
 def _evaluate(args, paths: dict, default_models: dict, demo_model: Path, info: DistInfo, state: RunState) -> None:
     say, device = _say(info), info.device
     output_root = Path(args.output or paths["output"])
-    scoring_set = "dv2017val" if args.dset == "demo" else args.dset
+    scoring_set = demo_set.scoring_set(args.dset)
     taus = _unique_thresholds(args.tau, say)
     model_path, model_name = on_every_process(
         lambda: _check_request(args, paths, default_models, demo_model, device, say), info, REQUEST_ERRORS)
@@ -206,7 +206,7 @@ def _prepare_folders(args, output_root: Path, data_root: Path, model_path: Path 
 def _score_only(args, paths: dict, info: DistInfo, state: RunState) -> None:
     """--eval-only DIR: score DIR (only read) and write the CSVs into --output, else into DIR."""
     results = Path(args.eval_only)
-    scoring_set = "dv2017val" if args.dset == "demo" else args.dset
+    scoring_set = demo_set.scoring_set(args.dset)
     from dataset.registry import eval_set_info, load_eval_sequences
 
     if eval_set_info(scoring_set).scoring is None and scoring_set != "folder":  # a folder's tree decides, below
@@ -262,7 +262,7 @@ def _dataset_root(args, paths: dict, output_root: Path, info: DistInfo, state: R
 
         def generate() -> None:
             print(f"demo: synthetic DAVIS-layout videos in {root}")
-            generate_dataset(root, **DEMO_DATA)
+            generate_dataset(root, **demo_set.DEMO_DATA)
 
         on_main(generate, info)
         return root

@@ -18,6 +18,7 @@ from dataset.errors import DatasetError
 from dataset.registry import eval_set_info, load_eval_sequences
 from dataset.sequence import VideoSequence
 from evaluator.davis_scoring import ScoringError, summarize
+from evaluator.demo_set import DEMO_DATA, scoring_set
 from evaluator.processes import share_by_size
 from evaluator.run_records import load_sequence_record, totals
 from evaluator.runner import run_sequences
@@ -31,7 +32,6 @@ from models.config import TrackerConfig
 
 # what a validation can meet that the user can fix: it stops the run with one line (train.py)
 USER_ERRORS = (DatasetError, ScoringError, ImageReadError, CheckpointError, BackboneWeightsError)
-DEMO_SCORED_AS = "dv2017val"  # evaluate.py --dset demo: DAVIS-layout videos scored as DAVIS 2017 val
 
 
 class ValidationError(RuntimeError):
@@ -50,7 +50,7 @@ class ValidationRequest:
 
     @property
     def scored_as(self) -> str:
-        return DEMO_SCORED_AS if self.dset == "demo" else self.dset
+        return scoring_set(self.dset)
 
 
 class CheckpointValidator:
@@ -69,7 +69,6 @@ class CheckpointValidator:
         """Generate the demo set (rank 0) and read the set on every process."""
         req = self.request
         if req.dset == "demo":
-            from evaluator.cli import DEMO_DATA  # the very videos evaluate.py --dset demo generates
             from dataset.synthetic import generate_dataset
 
             on_main(lambda: generate_dataset(req.root, **DEMO_DATA), info, USER_ERRORS)
