@@ -116,7 +116,6 @@ def carried_over(recorded: dict | None, now: dict) -> dict:
     return {**now, **kept}
 
 
-
 def _source(path: Path | None) -> dict | None:
     if path is None:
         return None
